@@ -1,0 +1,112 @@
+"""The cryptography of ATM1: session keys, server proof, records.
+
+All primitives come from pycryptodome; this module only wires them the
+way PROTOCOL.md sections 3 and 4 say. Nothing here keeps a socket or
+decides what to do on failure: an ``open`` that fails raises
+``RemoteProtocolError`` and the caller closes the connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from Crypto.Cipher import AES
+from Crypto.Hash import HMAC, SHA256
+from Crypto.Protocol.KDF import HKDF
+from Crypto.Util.Padding import pad, unpad
+
+from common.errors import RemoteProtocolError
+
+MAGIC = b"ATM1"
+NONCE_SIZE = 32
+IV_SIZE = 16
+TAG_SIZE = 32
+BLOCK = 16
+MIN_RECORD = IV_SIZE + BLOCK + TAG_SIZE  # 64: one block of ciphertext at least
+INFO = b"ATM1 session keys"
+PROOF_LABEL = b"ATM1 server proof"
+_SEQ = struct.Struct(">Q")
+
+Random = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class SessionKeys:
+    """The four 32-byte keys of one connection, split as the contract says."""
+
+    enc_c2s: bytes
+    mac_c2s: bytes
+    enc_s2c: bytes
+    mac_s2c: bytes
+
+    @classmethod
+    def derive(cls, psk: bytes, nonce_c: bytes, nonce_s: bytes) -> SessionKeys:
+        okm = HKDF(psk, 128, nonce_c + nonce_s, SHA256, context=INFO)
+        assert isinstance(okm, bytes)
+        return cls(okm[0:32], okm[32:64], okm[64:96], okm[96:128])
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return HMAC.new(key, message, digestmod=SHA256).digest()
+
+
+def server_proof(keys: SessionKeys, nonce_c: bytes, nonce_s: bytes) -> bytes:
+    """The 32 bytes that prove the server derived the same keys."""
+    return hmac_sha256(keys.mac_s2c, PROOF_LABEL + nonce_c + nonce_s)
+
+
+class RecordSealer:
+    """Encrypts and authenticates records in one direction, counting ``seq``."""
+
+    def __init__(self, enc_key: bytes, mac_key: bytes, random: Random = os.urandom) -> None:
+        self._enc_key = enc_key
+        self._mac_key = mac_key
+        self._random = random
+        self.seq = 0
+
+    def seal(self, plaintext: bytes, iv: bytes | None = None) -> bytes:
+        """Return the record payload ``IV || C || T`` (not yet framed).
+
+        ``iv`` exists for the test vectors only; real callers let the
+        CSPRNG choose it.
+        """
+        iv = self._random(IV_SIZE) if iv is None else iv
+        ciphertext = AES.new(self._enc_key, AES.MODE_CBC, iv=iv).encrypt(pad(plaintext, BLOCK))
+        tag = hmac_sha256(self._mac_key, _SEQ.pack(self.seq) + iv + ciphertext)
+        self.seq += 1
+        return iv + ciphertext + tag
+
+
+class RecordOpener:
+    """Checks and decrypts records in one direction, in the contract's order."""
+
+    def __init__(self, enc_key: bytes, mac_key: bytes) -> None:
+        self._enc_key = enc_key
+        self._mac_key = mac_key
+        self.seq = 0
+
+    def open(self, payload: bytes) -> bytes:
+        """Return the plaintext of one record payload or raise ``RemoteProtocolError``.
+
+        Order matters (PROTOCOL.md section 4): sizes, then the MAC in
+        constant time, and only then decryption and padding. A bad MAC
+        and a bad padding therefore leave through the same door.
+        """
+        if len(payload) < MIN_RECORD or (len(payload) - IV_SIZE - TAG_SIZE) % BLOCK:
+            raise RemoteProtocolError(f"record of {len(payload)} bytes has an impossible size")
+        iv = payload[:IV_SIZE]
+        ciphertext = payload[IV_SIZE:-TAG_SIZE]
+        tag = payload[-TAG_SIZE:]
+        expected = hmac_sha256(self._mac_key, _SEQ.pack(self.seq) + iv + ciphertext)
+        if not hmac.compare_digest(expected, tag):
+            raise RemoteProtocolError(f"record {self.seq} failed its integrity check")
+        try:
+            plaintext = unpad(AES.new(self._enc_key, AES.MODE_CBC, iv=iv).decrypt(ciphertext), BLOCK)
+        except ValueError:
+            raise RemoteProtocolError(f"record {self.seq} has bad padding") from None
+        self.seq += 1
+        return plaintext
