@@ -17,7 +17,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from common.channel import MAGIC, NONCE_SIZE, RecordOpener, RecordSealer, Random, SessionKeys, server_proof
+from common.channel import MAGIC, NONCE_SIZE, Random, RecordOpener, RecordSealer, SessionKeys, server_proof
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.framing import FrameDecoder, encode_frame
 

@@ -1,0 +1,122 @@
+"""A handler process: serves one ATM connection from handshake to close.
+
+It works under every start method. With ``fork`` it receives the
+acceptor's ``Store`` already loaded (cheap: copy-on-write) and reopens its
+file handles; with ``spawn`` (Windows) it loads the state from disk.
+
+Stopping: the acceptor sets ``stop`` (a multiprocessing Event, portable
+where signals to children are not). The loop checks it between requests,
+so the request in hand always finishes and is answered. Ctrl+C in the
+terminal reaches every process of the group; handlers ignore it and wait
+for the event instead, so no request is cut in half by a KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import select
+import signal
+import socket
+import time
+from typing import Any
+
+from bank_server.config import ServerConfig
+from bank_server.logs import setup_logging
+from bank_server.service import Session
+from bank_server.store import Store
+from common.connection import HandshakeComplete, MessageReceived, ServerConnection
+from common.errors import RemoteProtocolError
+from common.keyfile import load_key
+from common.messages import encode
+
+log = logging.getLogger("bank_server.manejador")
+POLL = 0.25
+
+
+def handler_main(
+    config: ServerConfig,
+    sock: socket.socket,
+    peer: str,
+    stop: Any,
+    store: Store | None = None,
+    psk: bytes | None = None,
+    inherited: tuple[Any, ...] = (),
+) -> None:
+    """Entry point of the process. ``store``/``psk`` are given only under ``fork``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for thing in inherited:  # fork: the listener, sockets waiting for a slot, the server lock
+        thing.close()
+    setup_logging(config.log_file)
+    try:
+        if store is None:
+            store = Store.open(config.ledger, recover=False)
+        if psk is None:
+            psk = load_key(config.key_file)
+        serve_connection(sock, peer, store, psk, config, stop)
+    except Exception:
+        log.exception("%s: el manejador falló", peer)
+    finally:
+        sock.close()
+
+
+def serve_connection(sock: socket.socket, peer: str, store: Store, psk: bytes, config: ServerConfig, stop: Any) -> None:
+    conn = ServerConnection(psk)
+    session = Session(store, config.limits, peer)
+    sock.settimeout(config.handshake_timeout)  # bounds sendall to a peer that stops reading
+    deadline = time.monotonic() + config.handshake_timeout
+    parent = multiprocessing.parent_process()
+    handshaken = False
+    log.info("%s conectado", peer)
+    reason = "cerrada por el cajero"
+    while True:
+        if stop.is_set():
+            reason = "servidor deteniéndose"
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            reason = "inactividad" if handshaken else "sin saludo en el plazo"
+            break
+        readable, _, _ = select.select([sock], [], [], min(POLL, remaining))
+        if not readable:
+            if parent is not None and not parent.is_alive():
+                reason = "el proceso aceptador terminó"
+                break
+            continue
+        try:
+            data = sock.recv(65_536)
+        except OSError as exc:
+            reason = f"error de red: {exc.strerror or exc}"
+            break
+        try:
+            if not data:
+                conn.receive_eof()
+                break
+            events = conn.receive_data(data)
+            _send(sock, conn.data_to_send())
+            for event in events:
+                if isinstance(event, HandshakeComplete):
+                    handshaken = True
+                elif isinstance(event, MessageReceived):
+                    response = session.handle(event.text)
+                    conn.send_message(encode(response))
+                    _send(sock, conn.data_to_send())
+                    if session.finished:
+                        break
+                deadline = time.monotonic() + config.idle_timeout
+        except RemoteProtocolError as exc:
+            reason = f"error de protocolo: {exc}"
+            log.warning("%s error de protocolo: %s", peer, exc)
+            break
+        except OSError as exc:
+            reason = f"error de red: {exc.strerror or exc}"
+            break
+        if session.finished:
+            reason = "SALIR"
+            break
+    log.info("%s desconectado (%s)", peer, reason)
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    if data:
+        sock.sendall(data)

@@ -1,0 +1,222 @@
+"""The append-only journal beside the ledger (``cuenta.diario``).
+
+Why a journal: rewriting ``cuenta.txt`` for every transaction would cost
+time proportional to the number of accounts, and a crash in the middle of
+a rewrite is exactly what must not lose anything. Instead every change is
+one line appended here and flushed to disk (``fsync``) *before* the ATM
+hears "ok". ``cuenta.txt`` is rewritten only at checkpoints (start-up and
+clean stop), atomically.
+
+A line is ``<crc32 as 8 hex digits> <json>\\n``. The CRC tells a torn
+write (a process killed mid-``write``: always the last line, never
+acknowledged) from a complete one. A torn last line is cut off by the next
+writer, which holds the lock and so knows nobody is writing it. A bad line
+*followed by good ones* is damage, not a torn write: it is reported with
+its line number and never used.
+
+Each record carries the *whole* resulting account, not a delta, so that
+replaying a record twice is harmless and recovery is a plain overwrite.
+The first line names the ledger it belongs to: ``# cajero-diario libro=<uuid>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+from bank_server.ledger import Account, parse_account
+from common.money import AmountError, format_amount, parse_ledger_amount
+
+HEADER_RE = re.compile(rb"# cajero-diario libro=([0-9a-f]{32})\n")
+TIPOS_MOVIMIENTO = frozenset({"DEPOSITO", "RETIRO"})
+TIPOS = TIPOS_MOVIMIENTO | {"INTENTOS", "PIN", "ALTA", "DESBLOQUEO"}
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+class JournalError(Exception):
+    """Damage in the journal: the file, the line and what is wrong."""
+
+    def __init__(self, path: Path, line: int, message: str) -> None:
+        super().__init__(f"{path}, línea {line}: {message}")
+        self.path, self.line, self.message = path, line, message
+
+
+@dataclass(frozen=True)
+class Record:
+    """One committed change: the account as it is *after* it."""
+
+    n: int
+    fecha: str
+    tipo: str
+    cuenta: Account
+    id: str | None = None
+    monto: Decimal | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, object] = {"n": self.n, "fecha": self.fecha, "tipo": self.tipo, "cuenta": self.cuenta.to_json()}
+        if self.id is not None:
+            body["id"] = self.id
+        if self.monto is not None:
+            body["monto"] = format_amount(self.monto)
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def decode_record(line: bytes) -> Record:
+    """Decode one complete line (without its newline); ``ValueError`` says why it is unusable."""
+    if len(line) < 10 or line[8:9] != b" ":
+        raise ValueError("la línea no tiene el formato <crc> <json>")
+    payload = line[9:]
+    try:
+        crc = int(line[:8], 16)
+    except ValueError:
+        raise ValueError("el CRC no es hexadecimal") from None
+    if zlib.crc32(payload) != crc:
+        raise ValueError("el CRC no coincide (línea dañada o escrita a medias)")
+    body = json.loads(payload.decode("utf-8"))
+    cuenta = body["cuenta"]
+    fields = [cuenta["tarjeta"], cuenta["titular"], cuenta["saldo"], cuenta["pin"], str(cuenta["intentos"])]
+    account, problem = parse_account([str(f) for f in fields])
+    if account is None:
+        raise ValueError(problem)
+    tipo = body["tipo"]
+    if tipo not in TIPOS or not isinstance(body["n"], int) or not isinstance(body["fecha"], str):
+        raise ValueError("registro con tipo, número o fecha no válidos")
+    monto = None
+    if "monto" in body:
+        try:
+            monto = parse_ledger_amount(body["monto"])
+        except AmountError as exc:
+            raise ValueError(str(exc)) from None
+    if tipo in TIPOS_MOVIMIENTO and (monto is None or not isinstance(body.get("id"), str)):
+        raise ValueError("un movimiento necesita id y monto")
+    return Record(body["n"], body["fecha"], tipo, account, body.get("id"), monto)
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (no-op where unsupported, as on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
+def create_journal(path: Path, libro: str, records: Sequence[Record] = ()) -> None:
+    """Write a journal for ledger ``libro`` (atomically: it appears whole or not at all)."""
+    header = b"# cajero-diario libro=%s\n" % libro.encode("ascii")
+    write_atomically(path, header + b"".join(r.encode() for r in records))
+
+
+def read_header(path: Path) -> str:
+    with open(path, "rb") as handle:
+        first = handle.readline(200)
+    match = HEADER_RE.fullmatch(first)
+    if not match:
+        raise JournalError(path, 1, "falta la cabecera '# cajero-diario libro=...'")
+    return match.group(1).decode("ascii")
+
+
+class Journal:
+    """An open journal: incremental reads from an offset, appends with fsync.
+
+    One instance per process. Reads use a buffered reader; appends use a raw
+    ``O_APPEND`` descriptor so that each batch of records is one ``write``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.libro = read_header(path)
+        self._reader: BinaryIO = open(path, "rb")  # noqa: SIM115 - lives as long as the journal
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | _O_BINARY)
+        self.header_size = len(self._reader.readline())
+        self.offset = self.header_size  # bytes consumed so far
+        self.lines = 1  # lines consumed so far (for error messages)
+
+    def close(self) -> None:
+        self._reader.close()
+        os.close(self._fd)
+
+    def same_file_on_disk(self) -> bool:
+        """False if the path now names another file (a compaction replaced it)."""
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+        except OSError:
+            return False
+
+    def read_new(self, *, locked: bool) -> list[Record]:
+        """Records appended since the last call.
+
+        With ``locked`` (the caller holds the ledger lock, so no one is
+        writing) an incomplete or garbled *last* line is a torn write and is
+        cut off. Without the lock it may be a write in progress: it is left
+        for the next call.
+        """
+        self._reader.seek(self.offset)
+        data = self._reader.read()
+        records: list[Record] = []
+        position = 0
+        while position < len(data):
+            end = data.find(b"\n", position)
+            if end < 0:
+                if locked:
+                    self._truncate(self.offset + position)
+                break
+            try:
+                record = decode_record(data[position:end])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                if end + 1 == len(data):  # the last line: a torn write, or one in progress
+                    if locked:
+                        self._truncate(self.offset + position)
+                    break
+                raise JournalError(self.path, self.lines + 1, f"registro dañado: {exc}") from None
+            records.append(record)
+            position = end + 1
+            self.lines += 1
+        self.offset += position
+        return records
+
+    def append(self, records: list[Record]) -> None:
+        """Write ``records`` in one ``write`` and flush them to the disk. Caller holds the lock."""
+        data = b"".join(r.encode() for r in records)
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(f"escritura incompleta ({written} de {len(data)} bytes)")
+            _sync(self._fd)
+        except OSError:
+            self._truncate(self.offset)
+            raise
+        self.offset += len(data)
+        self.lines += len(records)
+
+    def _truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        _sync(self._fd)
+
+
+def _sync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)

@@ -1,0 +1,164 @@
+"""The ledger file ``cuenta.txt``: parse it, and print it back.
+
+Format (LEDGER.md): one account per line, ``tarjeta|titular|saldo|pin|intentos``,
+``#`` comments and blank lines ignored, spaces around fields ignored.
+
+As in beancount's loader, parsing never stops at the first problem: it
+returns every error with the file and line, so that ``verificar`` can list
+them all and the server can refuse to start on a half-readable file.
+Printing keeps the administrator's comments and the order of the
+accounts, so that parse and print round-trip.
+
+One comment line is ours: ``# cajero: libro=<uuid> diario=<n>``. It ties
+the file to its journal (see ``journal.py``): ``diario`` is the number of
+the last journal record already folded into this file. Other tools read
+it as the comment it is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from bank_server.pins import PinFieldError, check_field
+from common.messages import CARD_RE
+from common.money import AmountError, format_amount, parse_ledger_amount
+
+MAX_INTENTOS = 3
+_CHECKPOINT = re.compile(r"#\s*cajero:\s*libro=([0-9a-f]{32})\s+diario=([0-9]+)\s*")
+_FIELD_SPACE = " \t"
+
+
+@dataclass(frozen=True)
+class Account:
+    tarjeta: str
+    titular: str
+    saldo: Decimal
+    pin: str
+    intentos: int
+
+    @property
+    def bloqueada(self) -> bool:
+        return self.intentos >= MAX_INTENTOS
+
+    def to_line(self) -> str:
+        return f"{self.tarjeta}|{self.titular}|{format_amount(self.saldo)}|{self.pin}|{self.intentos}"
+
+    def to_json(self) -> dict[str, str | int]:
+        return {
+            "tarjeta": self.tarjeta,
+            "titular": self.titular,
+            "saldo": format_amount(self.saldo),
+            "pin": self.pin,
+            "intentos": self.intentos,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerError:
+    """One problem in a ledger file, located for the administrator."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}, línea {self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
+
+
+@dataclass
+class Ledger:
+    """A parsed ledger: its accounts plus what is needed to print it back."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    # The file's lines in order: comment/blank text kept verbatim, account lines by card.
+    layout: list[tuple[str, str]] = field(default_factory=list)
+    libro: str | None = None
+    diario: int = 0
+
+
+def _validate_titular(titular: str) -> str | None:
+    if "\r" in titular or "\n" in titular or "|" in titular:
+        return "el titular no puede contener |, CR ni LF"
+    return None
+
+
+def parse_account(fields: list[str]) -> tuple[Account | None, str | None]:
+    """Parse the five fields of one account line; return the account or the reason it is wrong."""
+    if len(fields) != 5:
+        return None, f"se esperaban 5 campos separados por | (tarjeta|titular|saldo|pin|intentos) y hay {len(fields)}"
+    tarjeta, titular, saldo_text, pin, intentos_text = (f.strip(_FIELD_SPACE) for f in fields)
+    if not CARD_RE.fullmatch(tarjeta):
+        return None, f"la tarjeta {tarjeta[:24]!r} debe tener de 12 a 19 dígitos"
+    if problem := _validate_titular(titular):
+        return None, problem
+    try:
+        saldo = parse_ledger_amount(saldo_text)
+    except AmountError as exc:
+        return None, f"el saldo {saldo_text[:24]!r} no es válido: {exc}"
+    try:
+        check_field(pin)
+    except PinFieldError as exc:
+        return None, str(exc)
+    if intentos_text not in {"0", "1", "2", "3"}:
+        return None, f"intentos {intentos_text[:8]!r} debe ser un número de 0 a 3"
+    return Account(tarjeta, titular, saldo, pin, int(intentos_text)), None
+
+
+def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
+    """Parse ledger bytes. The ledger is usable only if the error list is empty."""
+    errors: list[LedgerError] = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return Ledger(), [LedgerError(path, line, "el archivo no es texto UTF-8 válido")]
+    ledger = Ledger()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, raw in enumerate(lines, start=1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            if match := _CHECKPOINT.fullmatch(stripped):
+                ledger.libro, ledger.diario = match.group(1), int(match.group(2))
+                continue
+            ledger.layout.append(("texto", line))
+            continue
+        account, problem = parse_account(line.split("|"))
+        if account is None:
+            errors.append(LedgerError(path, number, problem or "línea no válida"))
+            continue
+        if account.tarjeta in ledger.accounts:
+            errors.append(LedgerError(path, number, f"la tarjeta {account.tarjeta} está repetida"))
+            continue
+        ledger.accounts[account.tarjeta] = account
+        ledger.layout.append(("cuenta", account.tarjeta))
+    return ledger, errors
+
+
+def load_ledger(path: Path) -> tuple[Ledger, list[LedgerError]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Ledger(), [LedgerError(str(path), 0, "no existe el archivo de cuentas")]
+    except OSError as exc:
+        return Ledger(), [LedgerError(str(path), 0, f"no se pudo leer ({exc.strerror})")]
+    return parse_ledger(data, str(path))
+
+
+def render_ledger(ledger: Ledger, accounts: dict[str, Account], libro: str, diario: int) -> str:
+    """Print ``accounts`` in the layout of ``ledger``; new accounts go at the end."""
+    out = [f"# cajero: libro={libro} diario={diario}"]
+    seen: set[str] = set()
+    for kind, value in ledger.layout:
+        if kind == "texto":
+            out.append(value)
+        elif value in accounts:
+            out.append(accounts[value].to_line())
+            seen.add(value)
+    out.extend(account.to_line() for card, account in accounts.items() if card not in seen)
+    return "\n".join(out) + "\n"

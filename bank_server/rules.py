@@ -1,0 +1,85 @@
+"""The bank's rules, as pure functions of the state.
+
+Each ``decide_*`` looks at a ``BankState`` already brought up to date
+under the ledger lock and either raises ``RequestError`` (refused,
+nothing changes), returns an ``Applied`` (an idempotent repeat: answer
+the original result), or returns the ``Record`` to commit. No I/O, no
+clock of their own: the caller passes ``fecha``. That keeps them fast
+inside the lock and easy to test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from bank_server.journal import Record
+from bank_server.ledger import MAX_INTENTOS, Account
+from bank_server.state import Applied, BankState
+from common.messages import RequestError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-operation maximum and per-card daily withdrawal limit (contract minimums as defaults)."""
+
+    max_por_operacion: Decimal = Decimal("10000.00")
+    limite_diario: Decimal = Decimal("20000.00")
+
+
+def account_for(state: BankState, card: str) -> Account:
+    account = state.accounts.get(card)
+    if account is None:
+        raise RequestError("TARJETA_INVALIDA")
+    if account.bloqueada:
+        raise RequestError("TARJETA_BLOQUEADA")
+    return account
+
+
+def _repeat(state: BankState, tipo: str, card: str, monto: Decimal, tx_id: str) -> Applied | None:
+    previous = state.applied.get(tx_id)
+    if previous is None:
+        return None
+    if (previous.tipo, previous.tarjeta, previous.monto) != (tipo, card, monto):
+        raise RequestError("ID_REPETIDO")
+    return previous
+
+
+def decide_movement(
+    state: BankState, tipo: str, card: str, monto: Decimal, tx_id: str, fecha: str, limits: Limits
+) -> Record | Applied:
+    """DEPOSITO or RETIRO: the record to commit, or the earlier result of the same id."""
+    if monto > limits.max_por_operacion:
+        raise RequestError("MONTO_INVALIDO", "above the per-operation maximum")
+    if (previous := _repeat(state, tipo, card, monto, tx_id)) is not None:
+        return previous
+    account = account_for(state, card)
+    if tipo == "DEPOSITO":
+        saldo = account.saldo + monto
+    else:
+        if monto > account.saldo:
+            raise RequestError("FONDOS_INSUFICIENTES")
+        if state.withdrawn_on(card, fecha[:10]) + monto > limits.limite_diario:
+            raise RequestError("LIMITE_DIARIO")
+        saldo = account.saldo - monto
+    return Record(state.last_n + 1, fecha, tipo, replace(account, saldo=saldo), tx_id, monto)
+
+
+def decide_pin_attempt(state: BankState, card: str, pin_field: str, correct: bool, fecha: str) -> Record | None:
+    """After a PIN check made outside the lock: the record that counts it, if any.
+
+    ``pin_field`` is the hash the PIN was checked against; if the PIN was
+    changed meanwhile the attempt is judged wrong, which is the safe side.
+    """
+    account = account_for(state, card)
+    if correct and account.pin == pin_field:
+        if account.intentos == 0:
+            return None
+        return Record(state.last_n + 1, fecha, "INTENTOS", replace(account, intentos=0))
+    intentos = min(account.intentos + 1, MAX_INTENTOS)
+    return Record(state.last_n + 1, fecha, "INTENTOS", replace(account, intentos=intentos))
+
+
+def decide_pin_change(state: BankState, card: str, new_field: str, fecha: str) -> Record:
+    account = account_for(state, card)
+    return Record(state.last_n + 1, fecha, "PIN", replace(account, pin=new_field, intentos=0))

@@ -1,0 +1,152 @@
+"""One ATM conversation: request text in, response dict out.
+
+``Session`` holds what the contract makes per-connection (which card is
+identified) and turns each request into calls on the ``Store``: reads
+without the lock, writes inside it. The slow part of a log-in, the
+scrypt check, runs outside the lock so that one customer typing a PIN
+never delays another one's withdrawal.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bank_server.journal import Record
+from bank_server.ledger import MAX_INTENTOS
+from bank_server.pins import hash_pin, verify_pin
+from bank_server.rules import Limits, account_for, decide_movement, decide_pin_attempt, decide_pin_change
+from bank_server.state import Applied
+from bank_server.store import Store
+from common import messages as m
+from common.messages import RequestError, error_response, mask_card, ok_response
+from common.money import format_amount
+
+log = logging.getLogger("bank_server.sesion")
+
+
+def now_iso() -> str:
+    """Local time with its UTC offset, as the contract's ``fecha`` wants."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Session:
+    store: Store
+    limits: Limits
+    peer: str
+    card: str | None = None
+    finished: bool = field(default=False, init=False)
+
+    def handle(self, text: str) -> dict[str, Any]:
+        """Answer one request. Never raises for anything a client can send."""
+        op = "?"
+        try:
+            message = m.decode_object(text)
+            op = m.request_op(message)
+            if op in m.ACCOUNT_OPS and self.card is None:
+                raise RequestError("NO_IDENTIFICADO")
+            request = m.parse_request(message)
+            response = self._dispatch(request)
+        except RequestError as exc:
+            response = error_response(exc)
+        except Exception:  # a bug or a disk failure: nothing was applied (the append is the commit)
+            log.exception("%s %s: error interno", self.peer, op)
+            response = error_response(RequestError("ERROR_INTERNO"))
+        self._log(op, message if op != "?" else {}, response)
+        return response
+
+    # -- one method per operation ------------------------------------------------
+    def _dispatch(self, request: m.Request) -> dict[str, Any]:
+        if isinstance(request, m.Identificar):
+            return self._identificar(request)
+        if isinstance(request, m.Salir):
+            self.finished = True
+            return ok_response()
+        assert self.card is not None
+        if isinstance(request, m.Consultar):
+            account = account_for(self.store.refresh(), self.card)
+            return ok_response(titular=account.titular, tarjeta=mask_card(account.tarjeta), saldo=format_amount(account.saldo))
+        if isinstance(request, m.Depositar | m.Retirar):
+            return self._movement(request)
+        if isinstance(request, m.Movimientos):
+            return self._movimientos(request.n)
+        if isinstance(request, m.CambiarPin):
+            return self._cambiar_pin(request)
+        raise AssertionError(f"unhandled request {request!r}")
+
+    def _identificar(self, request: m.Identificar) -> dict[str, Any]:
+        if self.card is not None:
+            raise RequestError("PETICION_INVALIDA", "already identified")
+        account = account_for(self.store.refresh(), request.tarjeta)
+        correct = verify_pin(request.pin, account.pin)
+        intentos = self._count_attempt(request.tarjeta, account.pin, correct)
+        if not correct:
+            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - intentos)
+        self.card = request.tarjeta
+        return ok_response(titular=account.titular)
+
+    def _count_attempt(self, card: str, pin_field: str, correct: bool) -> int:
+        """Record a PIN attempt (under the lock only when something changes); return the new count."""
+        state = self.store.state
+        if correct and state.accounts[card].intentos == 0 and state.accounts[card].pin == pin_field:
+            return 0
+        with self.store.locked() as state:
+            record = decide_pin_attempt(state, card, pin_field, correct, now_iso())
+            if record is not None:
+                self.store.commit(record)
+            return state.accounts[card].intentos
+
+    def _movement(self, request: m.Depositar | m.Retirar) -> dict[str, Any]:
+        assert self.card is not None
+        tipo = "DEPOSITO" if isinstance(request, m.Depositar) else "RETIRO"
+        with self.store.locked() as state:
+            outcome = decide_movement(state, tipo, self.card, request.monto, request.id, now_iso(), self.limits)
+            if isinstance(outcome, Record):
+                self.store.commit(outcome)
+        if isinstance(outcome, Applied):
+            return ok_response(id=request.id, saldo=format_amount(outcome.saldo), repetida=True)
+        return ok_response(id=request.id, saldo=format_amount(outcome.cuenta.saldo))
+
+    def _movimientos(self, n: int) -> dict[str, Any]:
+        assert self.card is not None
+        state = self.store.refresh()
+        account_for(state, self.card)
+        recent = list(state.movements.get(self.card, ()))[-n:]
+        return ok_response(
+            movimientos=[
+                {
+                    "id": r.id,
+                    "fecha": r.fecha,
+                    "tipo": r.tipo,
+                    "monto": format_amount(r.monto) if r.monto is not None else "0.00",
+                    "saldo": format_amount(r.cuenta.saldo),
+                }
+                for r in reversed(recent)
+            ]
+        )
+
+    def _cambiar_pin(self, request: m.CambiarPin) -> dict[str, Any]:
+        assert self.card is not None
+        account = account_for(self.store.refresh(), self.card)
+        correct = verify_pin(request.pin_actual, account.pin)
+        if not correct:
+            intentos = self._count_attempt(self.card, account.pin, correct=False)
+            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - intentos)
+        new_field = hash_pin(request.pin_nuevo)  # slow: outside the lock
+        with self.store.locked() as state:
+            if state.accounts[self.card].pin != account.pin:
+                raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - state.accounts[self.card].intentos)
+            self.store.commit(decide_pin_change(state, self.card, new_field, now_iso()))
+        return ok_response()
+
+    # -- the log line: time and peer come from the formatter and this call; no PIN, no full card --
+    def _log(self, op: str, message: dict[str, Any], response: dict[str, Any]) -> None:
+        card = self.card or (message.get("tarjeta") if isinstance(message.get("tarjeta"), str) else None)
+        shown = mask_card(card) if card and len(card) >= 4 else "-"
+        amount = message.get("monto") if isinstance(message.get("monto"), str) else ""
+        outcome = "ok" if response.get("ok") else response.get("error")
+        extra = " repetida" if response.get("repetida") else ""
+        log.info("%s %s %s %s -> %s%s", self.peer, shown, op, amount[:16], outcome, extra)

@@ -1,0 +1,204 @@
+"""The bank's files, shared by many processes: ledger, journal, lock.
+
+``cuenta.txt`` is the checkpoint; ``cuenta.diario`` holds every change
+since (and the recent history); ``cuenta.lock`` is the cross-process lock
+(portalocker: ``flock`` on POSIX, ``LockFileEx`` on Windows) that every
+writer holds while it reads the journal's tail, decides and appends.
+
+The write path of one transaction, in order:
+1. take the lock; read the records other processes appended since we last looked;
+2. decide with the pure rules;
+3. append the record in one ``write`` and ``fsync`` it: from here it survives any crash;
+4. release the lock; only then answer the ATM.
+
+A kill before 3 completes leaves at most a torn last line, never
+acknowledged, which the next writer cuts off. ``cuenta.txt`` is replaced
+only by ``checkpoint`` (write a temporary file, fsync, ``os.replace``,
+fsync the folder), so it is always either the old or the new whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import portalocker
+
+from bank_server.journal import Journal, JournalError, Record, create_journal, read_header, write_atomically
+from bank_server.ledger import Ledger, LedgerError, load_ledger, render_ledger
+from bank_server.state import BankState
+
+
+class LedgerLoadError(Exception):
+    """The ledger or its journal cannot be used; ``problems`` names files and lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def journal_path_for(ledger_path: Path) -> Path:
+    return ledger_path.with_suffix(".diario")
+
+
+def lock_path_for(ledger_path: Path) -> Path:
+    return ledger_path.with_suffix(".lock")
+
+
+class LedgerLock:
+    """The cross-process lock. Each process opens its own handle (a handle inherited
+    through ``fork`` would share the lock with the parent instead of excluding it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: BinaryIO | None = None
+        self._pid = -1
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():
+            self._handle = open(self.path, "a+b")
+            self._pid = os.getpid()
+        assert self._handle is not None
+        portalocker.lock(self._handle, portalocker.LOCK_EX)
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._handle is not None
+        portalocker.unlock(self._handle)
+
+
+class Store:
+    """One process's view of the bank: state in memory, kept current from the journal."""
+
+    def __init__(self, ledger_path: Path, ledger: Ledger, state: BankState, journal: Journal) -> None:
+        self.ledger_path = ledger_path
+        self._ledger = ledger
+        self.state = state
+        self._journal = journal
+        self._journal_pid = os.getpid()
+        self._lock = LedgerLock(lock_path_for(ledger_path))
+
+    # -- opening -------------------------------------------------------------------
+    @classmethod
+    def open(cls, ledger_path: Path, *, recover: bool) -> Store:
+        """Load the bank's state.
+
+        With ``recover`` (the server's start-up, administration commands)
+        this is crash recovery: under the lock, tie ledger and journal
+        together if needed, cut a torn tail and checkpoint what the journal
+        holds beyond ``cuenta.txt``. Without it (a handler started by
+        ``spawn``) it only reads.
+        """
+        ledger_path = Path(ledger_path)
+        lock = LedgerLock(lock_path_for(ledger_path))
+        if not recover:
+            return cls._load(ledger_path, lock_held=False)
+        with lock:
+            store = cls._load(ledger_path, lock_held=True)
+            if store._ledger.libro is None or store.state.last_n > store._ledger.diario:
+                store._write_checkpoint()
+            return store
+
+    @classmethod
+    def _load(cls, ledger_path: Path, *, lock_held: bool) -> Store:
+        ledger, errors = load_ledger(ledger_path)
+        if errors:
+            raise LedgerLoadError([str(e) for e in errors])
+        journal_path = journal_path_for(ledger_path)
+        if not journal_path.exists():
+            if not lock_held:
+                raise LedgerLoadError([f"{journal_path}: no existe (el servidor lo crea al arrancar)"])
+            if ledger.libro is None:
+                ledger.libro = uuid.uuid4().hex
+                write_atomically(ledger_path, render_ledger(ledger, ledger.accounts, ledger.libro, 0).encode("utf-8"))
+            create_journal(journal_path, ledger.libro)
+        try:
+            libro = read_header(journal_path)
+        except JournalError as exc:
+            raise LedgerLoadError([str(exc)]) from None
+        if ledger.libro != libro:
+            raise LedgerLoadError(
+                [
+                    f"{journal_path}: el diario pertenece a otro archivo de cuentas (libro {libro}), "
+                    f"no a {ledger_path}. Si reemplazó {ledger_path.name} a propósito, mueva el diario a otra carpeta."
+                ]
+            )
+        state = BankState(dict(ledger.accounts), ledger.diario)
+        journal = Journal(journal_path)
+        store = cls(ledger_path, ledger, state, journal)
+        try:
+            store._catch_up(locked=lock_held)
+        except JournalError as exc:
+            journal.close()
+            raise LedgerLoadError([str(exc)]) from None
+        return store
+
+    def close(self) -> None:
+        self._journal.close()
+
+    # -- reading and writing ---------------------------------------------------------
+    def _own_journal(self) -> Journal:
+        """Reopen the journal after ``fork``: a shared read offset would mix two processes' reads."""
+        if self._journal_pid != os.getpid():
+            fresh = Journal(self._journal.path)
+            fresh.offset, fresh.lines = self._journal.offset, self._journal.lines
+            self._journal, self._journal_pid = fresh, os.getpid()
+        return self._journal
+
+    def _catch_up(self, *, locked: bool) -> None:
+        journal = self._own_journal()
+        for record in journal.read_new(locked=locked):
+            if record.n <= self.state.last_n and record.n > self.state.checkpoint_n:
+                raise JournalError(journal.path, journal.lines, f"registro {record.n} fuera de orden")
+            self.state.apply(record)
+
+    def refresh(self) -> BankState:
+        """Catch up without the lock: enough for reads (balance, movements, PIN hash)."""
+        self._catch_up(locked=False)
+        return self.state
+
+    @contextmanager
+    def locked(self) -> Iterator[BankState]:
+        """Hold the ledger lock with the state brought fully up to date."""
+        with self._lock:
+            journal = self._own_journal()
+            if not journal.same_file_on_disk():
+                raise JournalError(journal.path, 0, "el diario fue reemplazado mientras este proceso lo usaba")
+            self._catch_up(locked=True)
+            yield self.state
+
+    def commit(self, record: Record) -> None:
+        """Append and fsync ``record``; call inside ``locked()``. Afterwards it is durable."""
+        self._own_journal().append([record])
+        self.state.apply(record)
+
+    def checkpoint(self) -> None:
+        """Rewrite ``cuenta.txt`` with every applied change (clean stop, administration)."""
+        with self.locked():
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        libro = self._ledger.libro or self._journal.libro
+        text = render_ledger(self._ledger, self.state.accounts, libro, self.state.last_n)
+        write_atomically(self.ledger_path, text.encode("utf-8"))
+        self._ledger.libro, self._ledger.diario = libro, self.state.last_n
+        self.state.checkpoint_n = self.state.last_n
+
+
+def ledger_problems(ledger_path: Path) -> list[LedgerError | str]:
+    """Everything wrong with a ledger and its journal, for ``verificar`` (reads only)."""
+    ledger, errors = load_ledger(ledger_path)
+    problems: list[LedgerError | str] = list(errors)
+    if errors:
+        return problems
+    journal_path = journal_path_for(ledger_path)
+    if journal_path.exists():
+        try:
+            store = Store._load(ledger_path, lock_held=False)
+            store.close()
+        except LedgerLoadError as exc:
+            problems.extend(exc.problems)
+    return problems
