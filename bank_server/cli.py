@@ -33,9 +33,15 @@ class SpanishFormatter(argparse.RawDescriptionHelpFormatter):
         return super().add_usage(usage, actions, groups, prefix or "uso: ")
 
 
-def _parser(prog: str, description: str, subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+def _parser(
+    prog: str, description: str, subparsers: argparse._SubParsersAction | None = None
+) -> argparse.ArgumentParser:
     kwargs = dict(description=description, formatter_class=SpanishFormatter, add_help=False)
-    parser = subparsers.add_parser(prog, help=description, **kwargs) if subparsers else argparse.ArgumentParser(prog=prog, **kwargs)
+    parser = (
+        subparsers.add_parser(prog, help=description, **kwargs)
+        if subparsers
+        else argparse.ArgumentParser(prog=prog, **kwargs)
+    )
     parser._positionals.title = "argumentos"
     parser._optionals.title = "opciones"
     parser.add_argument("-h", "--ayuda", "--help", action="help", help="muestra esta ayuda y termina")
@@ -73,22 +79,54 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="comando", title="comandos", metavar="COMANDO")
 
     def ledger_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--cuenta", type=Path, default=Path("cuenta.txt"), help="archivo de cuentas (por omisión: cuenta.txt)")
+        p.add_argument(
+            "--cuenta", type=Path, default=Path("cuenta.txt"), help="archivo de cuentas (por omisión: cuenta.txt)"
+        )
 
     s = _parser("servir", "atiende cajeros (también: python -m bank_server PUERTO)", sub)
     s.add_argument("puerto", type=int, help="puerto TCP (0: uno libre, que se muestra al arrancar)")
-    s.add_argument("--host", default="0.0.0.0", help="interfaz donde escuchar (por omisión: todas; 127.0.0.1: solo este equipo)")
+    s.add_argument(
+        "--host", default="0.0.0.0", help="interfaz donde escuchar (por omisión: todas; 127.0.0.1: solo este equipo)"
+    )
     ledger_option(s)
-    s.add_argument("--llave", type=Path, default=Path(DEFAULT_KEY_FILE), help="archivo de la llave (por omisión: llave.key)")
-    s.add_argument("--registro", type=Path, default=Path("banco.log"), help="archivo de registro rotativo (por omisión: banco.log)")
-    s.add_argument("--max-cajeros", type=_positive(int), default=100, help="cajeros atendidos a la vez (por omisión: 100)")
-    s.add_argument("--inactividad", type=_positive(float), default=120.0, help="segundos sin peticiones antes de cerrar (por omisión: 120)")
-    s.add_argument("--max-operacion", type=_amount, default=Limits().max_por_operacion, help="monto máximo por depósito o retiro (por omisión: 10000.00)")
-    s.add_argument("--limite-diario", type=_amount, default=Limits().limite_diario, help="retiro máximo por tarjeta y día (por omisión: 20000.00)")
-    s.add_argument("--inicio", choices=multiprocessing.get_all_start_methods(), default=default_start_method(), help="cómo se inician los procesos manejadores (por omisión: %(default)s)")
+    s.add_argument(
+        "--llave", type=Path, default=Path(DEFAULT_KEY_FILE), help="archivo de la llave (por omisión: llave.key)"
+    )
+    s.add_argument(
+        "--registro", type=Path, default=Path("banco.log"), help="archivo de registro rotativo (por omisión: banco.log)"
+    )
+    s.add_argument(
+        "--max-cajeros", type=_positive(int), default=100, help="cajeros atendidos a la vez (por omisión: 100)"
+    )
+    s.add_argument(
+        "--inactividad",
+        type=_positive(float),
+        default=120.0,
+        help="segundos sin peticiones antes de cerrar (por omisión: 120)",
+    )
+    s.add_argument(
+        "--max-operacion",
+        type=_amount,
+        default=Limits().max_por_operacion,
+        help="monto máximo por depósito o retiro (por omisión: 10000.00)",
+    )
+    s.add_argument(
+        "--limite-diario",
+        type=_amount,
+        default=Limits().limite_diario,
+        help="retiro máximo por tarjeta y día (por omisión: 20000.00)",
+    )
+    s.add_argument(
+        "--inicio",
+        choices=multiprocessing.get_all_start_methods(),
+        default=default_start_method(),
+        help="cómo se inician los procesos manejadores (por omisión: %(default)s)",
+    )
 
     g = _parser("genkey", "crea una llave nueva y aleatoria (nunca sobrescribe un archivo)", sub)
-    g.add_argument("--llave", type=Path, default=Path(DEFAULT_KEY_FILE), help="archivo a crear (por omisión: llave.key)")
+    g.add_argument(
+        "--llave", type=Path, default=Path(DEFAULT_KEY_FILE), help="archivo a crear (por omisión: llave.key)"
+    )
 
     c = _parser("crear", "da de alta una cuenta", sub)
     c.add_argument("tarjeta", help="número de tarjeta, de 12 a 19 dígitos")
@@ -105,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tarjeta", help="número de tarjeta")
     p.add_argument("--pin", help="PIN nuevo (si falta, se pide sin mostrarlo)")
     ledger_option(p)
-    ledger_option(_parser("verificar", "revisa el archivo de cuentas y su diario; termina con error si hay problemas", sub))
+    ledger_option(
+        _parser("verificar", "revisa el archivo de cuentas y su diario; termina con error si hay problemas", sub)
+    )
     return parser
 
 

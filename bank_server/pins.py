@@ -31,7 +31,9 @@ def check_field(field: str) -> None:
     """Raise ``PinFieldError`` (in Spanish, for the administrator) unless ``field`` is well formed."""
     match = _FIELD.fullmatch(field)
     if not match:
-        raise PinFieldError("el PIN debe ser scrypt$N$r$p$SAL$HASH (sal de 16 bytes o más y hash de 32 bytes, en hexadecimal)")
+        raise PinFieldError(
+            "el PIN debe ser scrypt$N$r$p$SAL$HASH (sal de 16 bytes o más y hash de 32 bytes, en hexadecimal)"
+        )
     n, r, p = (int(x) for x in match.group(1, 2, 3))
     if n < 2 or n & (n - 1) or r < 1 or p < 1 or n > 2**20 or r * p >= 2**30:
         raise PinFieldError("los parámetros de scrypt no son válidos (N potencia de 2, r y p positivos)")

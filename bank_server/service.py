@@ -68,7 +68,9 @@ class Session:
         assert self.card is not None
         if isinstance(request, m.Consultar):
             account = account_for(self.store.refresh(), self.card)
-            return ok_response(titular=account.titular, tarjeta=mask_card(account.tarjeta), saldo=format_amount(account.saldo))
+            return ok_response(
+                titular=account.titular, tarjeta=mask_card(account.tarjeta), saldo=format_amount(account.saldo)
+            )
         if isinstance(request, m.Depositar | m.Retirar):
             return self._movement(request)
         if isinstance(request, m.Movimientos):
@@ -138,7 +140,9 @@ class Session:
         new_field = hash_pin(request.pin_nuevo)  # slow: outside the lock
         with self.store.locked() as state:
             if state.accounts[self.card].pin != account.pin:
-                raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - state.accounts[self.card].intentos)
+                raise RequestError(
+                    "PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - state.accounts[self.card].intentos
+                )
             self.store.commit(decide_pin_change(state, self.card, new_field, now_iso()))
         return ok_response()
 

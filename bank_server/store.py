@@ -190,7 +190,7 @@ class Store:
 
 def ledger_problems(ledger_path: Path) -> list[LedgerError | str]:
     """Everything wrong with a ledger and its journal, for ``verificar`` (reads only)."""
-    ledger, errors = load_ledger(ledger_path)
+    _ledger, errors = load_ledger(ledger_path)
     problems: list[LedgerError | str] = list(errors)
     if errors:
         return problems

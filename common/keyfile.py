@@ -17,10 +17,7 @@ DEFAULT_KEY_FILE = "llave.key"
 KEY_BYTES = 32
 _HEX = set("0123456789abcdefABCDEF")
 
-HOW_TO_MAKE_ONE = (
-    "Cree una llave nueva con: python -m bank_server genkey "
-    "(y copie el mismo archivo a cada cajero)."
-)
+HOW_TO_MAKE_ONE = "Cree una llave nueva con: python -m bank_server genkey (y copie el mismo archivo a cada cajero)."
 
 
 def parse_key_text(text: str, source: str) -> bytes:
@@ -65,7 +62,9 @@ def write_new_key(path: Path) -> None:
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError:
-        raise KeyFileError(f"{path}: ya existe; no se sobrescribe una llave. Bórrela a mano si de verdad quiere otra.") from None
+        raise KeyFileError(
+            f"{path}: ya existe; no se sobrescribe una llave. Bórrela a mano si de verdad quiere otra."
+        ) from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(content.encode("utf-8"))
         handle.flush()

@@ -7,6 +7,7 @@ group so that a test can SIGKILL the whole server at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -131,10 +132,8 @@ class RunningBank:
         """SIGKILL the acceptor and every handler at once (a power cut, for the processes)."""
         assert self.process is not None
         if os.name != "nt":
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         else:
             self.process.kill()
         self.process.wait(10)
@@ -144,13 +143,13 @@ class RunningBank:
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
         if os.name != "nt" and self.process is not None:
-            try:  # no orphan handler outlives a test
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # no orphan handler outlives a test
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
-def start_bank(folder: Path, accounts: Iterable[DemoAccount] | None = DEMO_ACCOUNTS, extra_args: Iterable[str] = ()) -> RunningBank:
+def start_bank(
+    folder: Path, accounts: Iterable[DemoAccount] | None = DEMO_ACCOUNTS, extra_args: Iterable[str] = ()
+) -> RunningBank:
     """A bank on ``folder`` (writes the ledger and key unless ``accounts`` is None)."""
     folder.mkdir(parents=True, exist_ok=True)
     if accounts is not None:

@@ -76,7 +76,7 @@ def test_whole_conversation_matches_vectors():
     client.start()
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
-    for request, response in zip(c2s, s2c):
+    for request, response in zip(c2s, s2c, strict=False):
         client.send_message(request["plaintext_utf8"])
         wire = client.data_to_send()
         assert wire.hex() == request["frame"]
