@@ -44,7 +44,7 @@ def handler_main(
     inherited: tuple[Any, ...] = (),
 ) -> None:
     """Entry point of the process. ``store``/``psk`` are given only under ``fork``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _install_signal_handlers()
     for thing in inherited:  # fork: the listener, sockets waiting for a slot, the server lock
         thing.close()
     setup_logging(config.log_file)
@@ -60,6 +60,23 @@ def handler_main(
         sock.close()
 
 
+_terminate = False
+
+
+def _install_signal_handlers() -> None:
+    """Ctrl+C/Ctrl+Break reach the whole process group: ignore them and wait for ``stop``.
+    SIGTERM (a service manager stopping everything) ends the loop after the request in hand."""
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        global _terminate
+        _terminate = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
 def serve_connection(sock: socket.socket, peer: str, store: Store, psk: bytes, config: ServerConfig, stop: Any) -> None:
     conn = ServerConnection(psk)
     session = Session(store, config.limits, peer)
@@ -70,14 +87,17 @@ def serve_connection(sock: socket.socket, peer: str, store: Store, psk: bytes, c
     log.info("%s conectado", peer)
     reason = "cerrada por el cajero"
     while True:
-        if stop.is_set():
+        if stop.is_set() or _terminate:
             reason = "servidor deteniéndose"
             break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             reason = "inactividad" if handshaken else "sin saludo en el plazo"
             break
-        readable, _, _ = select.select([sock], [], [], min(POLL, remaining))
+        try:
+            readable, _, _ = select.select([sock], [], [], min(POLL, remaining))
+        except InterruptedError:
+            continue
         if not readable:
             if parent is not None and not parent.is_alive():
                 reason = "el proceso aceptador terminó"
