@@ -58,8 +58,12 @@ class FakeBank:
                 self.intentos -= 1
                 if self.intentos == 0:
                     return {"ok": False, "error": "TARJETA_BLOQUEADA", "mensaje": "Su tarjeta está bloqueada."}
-                return {"ok": False, "error": "PIN_INCORRECTO", "mensaje": "El PIN es incorrecto.",
-                        "intentos_restantes": self.intentos}
+                return {
+                    "ok": False,
+                    "error": "PIN_INCORRECTO",
+                    "mensaje": "El PIN es incorrecto.",
+                    "intentos_restantes": self.intentos,
+                }
             self.intentos = 3
             return {"ok": True, "titular": "Gustavo Ali Gómez Trejo"}
         if op == "CONSULTAR":
@@ -74,10 +78,18 @@ class FakeBank:
             self.aplicadas[m["id"]] = (op, monto)
             return {"ok": True, "id": m["id"], "saldo": f"{self.saldo:.2f}"}
         if op == "MOVIMIENTOS":
-            return {"ok": True, "movimientos": [
-                {"id": "a", "fecha": "2026-11-23T10:00:00-06:00", "tipo": "DEPOSITO",
-                 "monto": "500.00", "saldo": "1500.00"}
-            ]}
+            return {
+                "ok": True,
+                "movimientos": [
+                    {
+                        "id": "a",
+                        "fecha": "2026-11-23T10:00:00-06:00",
+                        "tipo": "DEPOSITO",
+                        "monto": "500.00",
+                        "saldo": "1500.00",
+                    }
+                ],
+            }
         if op == "CAMBIAR_PIN":
             if m["pin_actual"] != self.pin:
                 return {"ok": False, "error": "PIN_INCORRECTO", "mensaje": "PIN incorrecto.", "intentos_restantes": 2}
@@ -336,7 +348,7 @@ def test_unreachable_bank_at_card_then_recovers():
     sesion = Sesion()
     press(sesion, FakeBank(), f"{CARD}")
     sesion.tecla(ACEPTAR, 0)
-    (kind, payload), = sesion.tomar_comandos()
+    ((kind, payload),) = sesion.tomar_comandos()
     assert kind == "abrir"
     sesion.evento("sin_conexion", {"sesion": payload["sesion"], "motivo": "inalcanzable"}, 0)
     v = sesion.vista(0)
