@@ -207,6 +207,12 @@ class Sesion:
             else:
                 self.pantalla = self._previa
             return
+        if self.pantalla is Pantalla.ESPERA and k != CANCELAR:
+            # Type-ahead, as a keyboard buffer: keys pressed while the bank answers are
+            # replayed on the next screen, so a quick customer (or xdotool) loses nothing.
+            if len(self._anticipadas) < 40:
+                self._anticipadas.append(k)
+            return
         if k == CANCELAR:
             if self.pantalla is Pantalla.BIENVENIDA:
                 self._entrada = ""
@@ -251,6 +257,10 @@ class Sesion:
                 self.pantalla = Pantalla.MAS_TIEMPO
             else:
                 self._ultima = ahora
+        if self.pantalla is not Pantalla.ESPERA and self._anticipadas:
+            anticipadas, self._anticipadas = self._anticipadas, []
+            for k in anticipadas:
+                self.tecla(k, ahora)  # back in ESPERA, the rest is buffered again
 
     # -- keys, one method per screen ---------------------------------------------
     def _teclear(self, k: str, maximo: int) -> None:
@@ -540,6 +550,7 @@ class Sesion:
         self._espera = ""
         self._motivo = "inalcanzable"
         self._mensaje_final = ""
+        self._anticipadas: list[str] = []
 
     def _terminar(self, ahora: float, mensaje: str = "") -> None:
         """End the session safely from any screen: close the connection, return the card."""
@@ -558,18 +569,18 @@ class Sesion:
         lineas = [
             self.aj.banco.upper().center(34),
             "",
-            f"Fecha:    {fecha:%d/%m/%Y}",
-            f"Hora:     {fecha:%H:%M:%S}",
-            f"Cajero:   {self.aj.cajero_id}",
-            f"Tarjeta:  {mask_card(self._tarjeta)}",
+            f"Fecha:     {fecha:%d/%m/%Y}",
+            f"Hora:      {fecha:%H:%M:%S}",
+            f"Cajero:    {self.aj.cajero_id}",
+            f"Tarjeta:   {mask_card(self._tarjeta)}",
             f"Operación: {r.operacion}",
         ]
         if r.monto is not None:
-            lineas.append(f"Monto:    {_pesos(r.monto)}")
+            lineas.append(f"Monto:     {_pesos(r.monto)}")
         if r.saldo is not None:
-            lineas.append(f"Saldo:    {_pesos(r.saldo)}")
+            lineas.append(f"Saldo:     {_pesos(r.saldo)}")
         if r.folio:
-            lineas.append(f"Folio:    {r.folio}")
+            lineas.append(f"Folio:     {r.folio}")
         if r.titulo.endswith("no realizado") or r.operacion in ("Movimientos", "Cambio de PIN"):
             lineas += ["", *r.lineas]
         lineas += ["", "Gracias por su preferencia.".center(34)]

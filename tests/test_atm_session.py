@@ -427,3 +427,28 @@ def test_cancelar_always_ends_on_welcome_with_nothing_pending(teclas, pausas, an
     sesion.tick(ahora + 10)
     assert sesion.pantalla is Pantalla.BIENVENIDA
     assert sesion.vista(ahora + 10).entrada == ""
+
+
+def test_keys_typed_while_the_bank_answers_are_replayed_in_order():
+    """The must-show sequence typed at full speed, every bank answer arriving late."""
+    sesion = Sesion()
+    bank = FakeBank()
+    for k in keys(f"{CARD}⏎{PIN}⏎2500⏎⏎⏎3200⏎⏎"):
+        sesion.tecla(k, 0)
+    assert sesion.pantalla is Pantalla.ESPERA
+    bank.responder(sesion)
+    assert sesion.pantalla is Pantalla.RESULTADO
+    assert "Nuevo saldo: $1,300.00" in sesion.vista(0).lineas
+    ops = [p["op"] for k, p in bank.comandos if k == "pedir"]
+    assert ops == ["IDENTIFICAR", "DEPOSITAR", "RETIRAR"]
+
+
+def test_cancelar_while_waiting_drops_the_type_ahead():
+    sesion = Sesion()
+    bank = FakeBank()
+    for k in keys(f"{CARD}⏎{PIN}⏎2500"):
+        sesion.tecla(k, 0)
+    sesion.tecla(CANCELAR, 0)
+    bank.responder(sesion)
+    sesion.tick(10)
+    assert sesion.pantalla is Pantalla.BIENVENIDA and sesion.vista(10).entrada == ""
