@@ -21,6 +21,7 @@ import socket
 import time
 from typing import Any
 
+from bank_server import faults
 from bank_server.config import ServerConfig
 from bank_server.logs import setup_logging
 from bank_server.service import Session
@@ -119,6 +120,7 @@ def serve_connection(sock: socket.socket, peer: str, store: Store, psk: bytes, c
                     handshaken = True
                 elif isinstance(event, MessageReceived):
                     response = session.handle(event.text)
+                    faults.crash_point("antes_de_responder")
                     conn.send_message(encode(response))
                     _send(sock, conn.data_to_send())
                     if session.finished:

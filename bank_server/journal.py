@@ -3,9 +3,10 @@
 Why a journal: rewriting ``cuenta.txt`` for every transaction would cost
 time proportional to the number of accounts, and a crash in the middle of
 a rewrite is exactly what must not lose anything. Instead every change is
-one line appended here and flushed to disk (``fsync``) *before* the ATM
-hears "ok". ``cuenta.txt`` is rewritten only at checkpoints (start-up and
-clean stop), atomically.
+one line appended here and flushed to disk (``fdatasync``, shared among
+waiting processes by ``group_sync``) *before* the ATM hears "ok".
+``cuenta.txt`` is rewritten only at checkpoints (start-up, clean stop,
+administration), atomically.
 
 A line is ``<crc32 as 8 hex digits> <json>\\n``. The CRC tells a torn
 write (a process killed mid-``write``: always the last line, never
@@ -31,6 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
+from bank_server import faults
+from bank_server.group_sync import sync_fd
 from bank_server.ledger import Account, parse_account
 from common.money import AmountError, format_amount, parse_ledger_amount
 
@@ -118,9 +121,14 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
+        if faults.triggered("checkpoint_temporal"):
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            faults.die()
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    faults.crash_point("checkpoint_antes_de_reemplazar")
     os.replace(tmp, path)
     fsync_directory(path.parent)
 
@@ -155,6 +163,7 @@ class Journal:
         self.header_size = len(self._reader.readline())
         self.offset = self.header_size  # bytes consumed so far
         self.lines = 1  # lines consumed so far (for error messages)
+        self.truncated = False  # set when a torn tail was cut off
 
     def close(self) -> None:
         self._reader.close()
@@ -199,24 +208,33 @@ class Journal:
         self.offset += position
         return records
 
-    def append(self, records: list[Record]) -> None:
-        """Write ``records`` in one ``write`` and flush them to the disk. Caller holds the lock."""
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def write(self, records: list[Record]) -> int:
+        """Append ``records`` in one ``write``; return the journal's new end.
+
+        Not yet durable: the caller makes it so (``GroupSync``) before
+        answering anyone. Caller holds the lock.
+        """
         data = b"".join(r.encode() for r in records)
+        faults.crash_point("antes_de_escribir")
+        if faults.triggered("escritura_a_medias"):
+            os.write(self._fd, data[: len(data) // 2])
+            faults.die()
         try:
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(f"escritura incompleta ({written} de {len(data)} bytes)")
-            _sync(self._fd)
         except OSError:
             self._truncate(self.offset)
             raise
         self.offset += len(data)
         self.lines += len(records)
+        return self.offset
 
     def _truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
-        _sync(self._fd)
-
-
-def _sync(fd: int) -> None:
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+        sync_fd(self._fd)
+        self.truncated = True

@@ -8,8 +8,10 @@ writer holds while it reads the journal's tail, decides and appends.
 The write path of one transaction, in order:
 1. take the lock; read the records other processes appended since we last looked;
 2. decide with the pure rules;
-3. append the record in one ``write`` and ``fsync`` it: from here it survives any crash;
-4. release the lock; only then answer the ATM.
+3. append the record in one ``write``;
+4. release the lock, then ``fdatasync`` (one sync shared by every process
+   waiting: group commit); from here it survives any crash;
+5. only then answer the ATM.
 
 A kill before 3 completes leaves at most a torn last line, never
 acknowledged, which the next writer cuts off. ``cuenta.txt`` is replaced
@@ -28,6 +30,8 @@ from typing import BinaryIO
 
 import portalocker
 
+from bank_server import faults
+from bank_server.group_sync import GroupSync
 from bank_server.journal import Journal, JournalError, Record, create_journal, read_header, write_atomically
 from bank_server.ledger import Ledger, LedgerError, load_ledger, render_ledger
 from bank_server.state import BankState
@@ -80,6 +84,8 @@ class Store:
         self._journal = journal
         self._journal_pid = os.getpid()
         self._lock = LedgerLock(lock_path_for(ledger_path))
+        self._group = GroupSync(ledger_path.with_suffix(".sync"))
+        self._written_to: int | None = None
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -97,6 +103,7 @@ class Store:
         if not recover:
             return cls._load(ledger_path, lock_held=False)
         with lock:
+            GroupSync(ledger_path.with_suffix(".sync")).lower_to(0)  # nothing is known durable yet
             store = cls._load(ledger_path, lock_held=True)
             if store._ledger.libro is None or store.state.last_n > store._ledger.diario:
                 store._write_checkpoint()
@@ -150,7 +157,11 @@ class Store:
 
     def _catch_up(self, *, locked: bool) -> None:
         journal = self._own_journal()
-        for record in journal.read_new(locked=locked):
+        records = journal.read_new(locked=locked)
+        if journal.truncated:
+            self._group.lower_to(journal.offset)
+            journal.truncated = False
+        for record in records:
             if record.n <= self.state.last_n and record.n > self.state.checkpoint_n:
                 raise JournalError(journal.path, journal.lines, f"registro {record.n} fuera de orden")
             self.state.apply(record)
@@ -162,17 +173,30 @@ class Store:
 
     @contextmanager
     def locked(self) -> Iterator[BankState]:
-        """Hold the ledger lock with the state brought fully up to date."""
-        with self._lock:
-            journal = self._own_journal()
-            if not journal.same_file_on_disk():
-                raise JournalError(journal.path, 0, "el diario fue reemplazado mientras este proceso lo usaba")
-            self._catch_up(locked=True)
-            yield self.state
+        """Hold the ledger lock with the state brought fully up to date.
+
+        Records committed inside are durable when the block exits: the
+        lock is released first and the sync is shared with whoever else
+        is waiting (group commit), so the disk's latency is paid outside
+        the lock.
+        """
+        self._written_to = None
+        try:
+            with self._lock:
+                journal = self._own_journal()
+                if not journal.same_file_on_disk():
+                    raise JournalError(journal.path, 0, "el diario fue reemplazado mientras este proceso lo usaba")
+                self._catch_up(locked=True)
+                yield self.state
+        finally:
+            if self._written_to is not None:
+                faults.crash_point("antes_de_sincronizar")
+                self._group.wait_durable(self._journal.fd, self._written_to)
+                self._written_to = None
 
     def commit(self, record: Record) -> None:
-        """Append and fsync ``record``; call inside ``locked()``. Afterwards it is durable."""
-        self._own_journal().append([record])
+        """Append ``record``; call inside ``locked()``, which makes it durable on exit."""
+        self._written_to = self._own_journal().write([record])
         self.state.apply(record)
 
     def checkpoint(self) -> None:
