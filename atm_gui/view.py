@@ -93,7 +93,7 @@ class CajeroApp:
         root.protocol("WM_DELETE_WINDOW", self.cerrar)
         root.bind("<Configure>", self._al_redimensionar, add="+")
         self._pintar(forzar=True)
-        self.root.after(PERIODO_MS, self._bombear)
+        self._bomba = self.root.after(PERIODO_MS, self._bombear)
 
     # -- construction --------------------------------------------------------------
     def _estilos(self) -> None:
@@ -244,7 +244,7 @@ class CajeroApp:
         self._despachar()
         self._pintar()
         self.hora.configure(text=time.strftime("%H:%M"))
-        self.root.after(PERIODO_MS, self._bombear)
+        self._bomba = self.root.after(PERIODO_MS, self._bombear)
 
     def _despachar(self) -> None:
         for kind, payload in self.sesion.tomar_comandos():
@@ -261,6 +261,7 @@ class CajeroApp:
         if self._cerrado:
             return
         self._cerrado = True
+        self.root.after_cancel(self._bomba)
         if self.sesion.abierta:
             self.sesion.tecla(CANCELAR, self.reloj())
             self._despachar()

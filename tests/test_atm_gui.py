@@ -1,0 +1,270 @@
+"""The ATM window on a virtual X screen (Xvfb): keypad, keyboard, a slow bank, a real bank.
+
+The display comes from ``Xvfb`` started here on a free display number
+(``-displayfd``), so the tests never open windows on a developer's
+desktop. When Xvfb is not installed they use ``$DISPLAY`` if there is
+one, and otherwise skip, saying why. ``.ci/run`` installs the Debian
+packages ``xvfb``, ``xdotool`` and ``x11-apps`` so that on CI they run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atm_gui.session import ACEPTAR, Pantalla, Sesion
+from atm_gui.worker import Worker
+from tests.bank_fixture import ROOT, RunningBank, server_env
+from tests.test_atm_worker import FakeBankServer
+
+CARD = "1111111111111111"
+PIN = "1234"
+
+
+def _start_xvfb() -> tuple[subprocess.Popen[bytes], str] | None:
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        return None
+    leer, escribir = os.pipe()
+    proc = subprocess.Popen(
+        [xvfb, "-displayfd", str(escribir), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        pass_fds=(escribir,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(escribir)
+    numero = b""
+    deadline = time.monotonic() + 15
+    while not numero.endswith(b"\n") and time.monotonic() < deadline:
+        chunk = os.read(leer, 16)
+        if not chunk:
+            break
+        numero += chunk
+    os.close(leer)
+    if not numero.strip():
+        proc.kill()
+        proc.wait(5)
+        return None
+    return proc, f":{numero.decode().strip()}"
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    """A private Xvfb display; else $DISPLAY; else skip with the reason."""
+    if sys.platform.startswith("linux"):
+        started = _start_xvfb()
+        if started is not None:
+            proc, name = started
+            try:
+                yield name
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            return
+    if os.environ.get("DISPLAY") or os.name == "nt" or sys.platform == "darwin":
+        yield os.environ.get("DISPLAY", "")
+        return
+    pytest.skip("no hay pantalla: Xvfb no está instalado (apt-get install xvfb) y DISPLAY no está definido")
+
+
+def _tk_root(display: str) -> Any:
+    import tkinter as tk
+
+    try:
+        return tk.Tk(screenName=display or None, className="Cajero")
+    except tk.TclError as exc:
+        pytest.skip(f"Tk no pudo abrir la pantalla {display!r}: {exc}")
+
+
+class App:
+    """An in-process ATM window with its worker, torn down by the fixture."""
+
+    def __init__(self, display: str, port: int, psk: bytes, recibos: Path) -> None:
+        from atm_gui.view import CajeroApp
+
+        self.root = _tk_root(display)
+        self.worker = Worker("127.0.0.1", port, lambda: psk, recibos, reintento=0.3)
+        self.worker.start()
+        self.sesion = Sesion()
+        self.app = CajeroApp(self.root, self.sesion, self.worker, destino=f"127.0.0.1:{port}")
+
+    def run_until(self, cond: Any, timeout: float = 10.0) -> None:
+        """Run Tk's real event loop until ``cond()`` holds (checked from an ``after`` callback)."""
+        deadline = time.monotonic() + timeout
+
+        def check() -> None:
+            if cond() or time.monotonic() > deadline:
+                self.root.quit()
+            else:
+                self.root.after(10, check)
+
+        self.root.after(10, check)
+        self.root.mainloop()
+        assert cond(), f"condition not reached; screen is {self.sesion.pantalla}"
+
+    def press(self, *names: str) -> None:
+        """Click keypad buttons by their key names ('1', 'ACEPTAR', 'F4'...)."""
+        for name in names:
+            for k in list(name) if name.isdigit() else [name]:
+                boton = self.app.botones.get(k) or self.app.laterales[k]
+                boton.invoke()
+                self.root.update()
+
+    def close(self) -> None:
+        self.app.cerrar()
+        assert not self.worker.vivo
+
+
+@pytest.fixture
+def make_app(display: str, tmp_path: Path) -> Iterator[Any]:
+    apps: list[App] = []
+
+    def factory(port: int, psk: bytes) -> App:
+        app = App(display, port, psk, tmp_path / "recibos")
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.close()
+
+
+def _bank_state(bank: RunningBank) -> dict[str, Any]:
+    with bank.client() as client:
+        assert client.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PIN})["ok"] is True
+        saldo = client.request({"op": "CONSULTAR"})["saldo"]
+        movimientos = client.request({"op": "MOVIMIENTOS", "n": 10})["movimientos"]
+        client.request({"op": "SALIR"})
+    return {"saldo": saldo, "movimientos": movimientos}
+
+
+@pytest.mark.timeout(60)
+def test_tk_loop_never_stalls_while_the_bank_is_slow(make_app):
+    """A bank that holds its reply 2 s: Tk's event loop keeps ticking (no gap over 100 ms)."""
+    with FakeBankServer() as fake:
+        fake.demora["CONSULTAR"] = 2.0
+        app = make_app(fake.port, fake.psk)
+        app.press(CARD, ACEPTAR, PIN, ACEPTAR)
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
+        ticks: list[float] = []
+        pendiente: list[str] = []
+
+        def tick() -> None:
+            ticks.append(time.monotonic())
+            pendiente[:] = [app.root.after(5, tick)]
+
+        tick()
+        app.press("1")
+        assert app.sesion.pantalla is Pantalla.ESPERA
+        inicio = time.monotonic()
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO, timeout=15)
+        duracion = time.monotonic() - inicio
+        app.root.after_cancel(pendiente[0])
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        peor = max(gaps)
+        print(f"\nslow reply {duracion:.2f} s; Tk ticks {len(ticks)}; longest stall {peor * 1000:.1f} ms")
+        assert duracion >= 1.9
+        assert peor < 0.100
+        assert "Saldo disponible: $1,000.00" in app.sesion.vista(time.monotonic()).lineas
+
+
+@pytest.mark.timeout(90)
+def test_keypad_buttons_deposit_and_withdraw_at_a_real_bank(make_app, bank):
+    app = make_app(bank.port, bank.psk)
+    app.press(CARD, ACEPTAR, PIN, ACEPTAR)
+    app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
+    app.press("2", "750", ACEPTAR)
+    assert app.sesion.pantalla is Pantalla.DEPOSITO_CONFIRMAR
+    app.press(ACEPTAR)
+    app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO)
+    assert "Nuevo saldo: $235,194.00" in app.sesion.vista(0).lineas
+    app.press("F4")  # receipt
+    app.run_until(lambda: "guardado" in app.sesion.vista(0).subtitulo)
+    app.press(ACEPTAR, "3", "F2")  # quick amount $200.00 on the second left key
+    assert app.sesion.pantalla is Pantalla.RETIRO_CONFIRMAR
+    app.press("F8")  # Confirmar
+    app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO)
+    assert "Nuevo saldo: $234,994.00" in app.sesion.vista(0).lineas
+    app.press("CANCELAR")
+    assert app.sesion.pantalla is Pantalla.RETIRE_TARJETA
+    estado = _bank_state(bank)
+    assert estado["saldo"] == "234994.00"
+    assert [(m["tipo"], m["monto"]) for m in estado["movimientos"][:2]] == [
+        ("RETIRO", "200.00"),
+        ("DEPOSITO", "750.00"),
+    ]
+
+
+def _xdotool(display: str, *args: str) -> str:
+    env = {**os.environ, "DISPLAY": display}
+    done = subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=20, check=True)
+    return done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_path):
+    """The issue's sequence, typed by xdotool into ``python -m atm_gui 127.0.0.1 PORT`` run beside llave.key."""
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool no está instalado (apt-get install xdotool)")
+    carpeta = tmp_path / "cajero"
+    carpeta.mkdir()
+    shutil.copy(bank.key_path, carpeta / "llave.key")
+    env = {**server_env(), "DISPLAY": display}
+    atm = subprocess.Popen(
+        [sys.executable, "-m", "atm_gui", "127.0.0.1", str(bank.port)],
+        cwd=carpeta,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ventana = _xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
+        _xdotool(display, "windowfocus", "--sync", ventana)
+        time.sleep(0.3)
+        _xdotool(display, "type", "--delay", "20", CARD)
+        _xdotool(display, "key", "Return")
+        _xdotool(display, "type", "--delay", "20", PIN)
+        _xdotool(display, "key", "Return")
+        _xdotool(display, "type", "--delay", "20", "2")
+        _xdotool(display, "type", "--delay", "20", "500")
+        _xdotool(display, "key", "Return", "Return")
+        _xdotool(display, "key", "Return")
+        _xdotool(display, "type", "--delay", "20", "3")
+        _xdotool(display, "type", "--delay", "20", "200")
+        _xdotool(display, "key", "Return", "Return")
+        deadline = time.monotonic() + 20
+        while True:
+            estado = _bank_state(bank)
+            if len(estado["movimientos"]) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert [(m["tipo"], m["monto"]) for m in estado["movimientos"][:2]] == [
+            ("RETIRO", "200.00"),
+            ("DEPOSITO", "500.00"),
+        ]
+        assert Decimal(estado["saldo"]) == Decimal("234444.00") + 500 - 200
+        _xdotool(display, "key", "Escape")  # CANCELAR: SALIR to the bank, card returned
+        time.sleep(0.3)
+        assert atm.poll() is None, "the ATM must still be running"
+    finally:
+        atm.terminate()
+        try:
+            salida, _ = atm.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            atm.kill()
+            salida, _ = atm.communicate(timeout=10)
+    assert b"Traceback" not in salida, salida.decode(errors="replace")
+
+
+def test_root_is_importable_from_the_tests():
+    assert (ROOT / "atm_gui" / "__main__.py").is_file()
