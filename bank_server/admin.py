@@ -7,7 +7,6 @@ see it at their next transaction) and is then checkpointed into
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def _change(ledger: Path, tarjeta: str, tipo: str, change: dict[str, object]) ->
             account = state.accounts.get(tarjeta)
             if account is None:
                 raise AdminError(f"no existe la tarjeta {mask_card(tarjeta)}")
-            updated = replace(account, **change)  # type: ignore[arg-type]
+            updated = account._replace(**change)
             store.commit(Record(state.last_n + 1, now_iso(), tipo, updated))
         store.checkpoint()
         return updated

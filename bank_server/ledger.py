@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 from bank_server.pins import PinFieldError, check_field
 from common.messages import CARD_RE
@@ -31,8 +32,9 @@ _CHECKPOINT = re.compile(r"#\s*cajero:\s*libro=([0-9a-f]{32})\s+diario=([0-9]+)\
 _FIELD_SPACE = " \t"
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
+    """One account line. A tuple: cheap to build 100,000 of at start-up, and immutable."""
+
     tarjeta: str
     titular: str
     saldo: Decimal
@@ -85,6 +87,31 @@ def _validate_titular(titular: str) -> str | None:
     return None
 
 
+# One pattern for a whole well-formed line: the fast path that keeps start-up with
+# 100,000 accounts well under a second. Anything it rejects goes through
+# ``parse_account``, which says exactly what is wrong.
+_SP = "[ \t]*"
+_LINE = re.compile(
+    rf"{_SP}([0-9]{{12,19}}){_SP}\|([^|\r\n]*)\|{_SP}([0-9]+\.[0-9]{{2}}){_SP}\|"
+    rf"{_SP}(scrypt\$([0-9]+\$[0-9]+\$[0-9]+)\$(?:[0-9a-fA-F]{{2}}){{16,}}\$[0-9a-fA-F]{{64}}){_SP}\|{_SP}([0-3]){_SP}"
+)
+_GOOD_PARAMS: set[str] = set()
+
+
+def _fast_account(line: str) -> Account | None:
+    match = _LINE.fullmatch(line)
+    if match is None:
+        return None
+    tarjeta, titular, saldo, pin, params, intentos = match.groups()
+    if params not in _GOOD_PARAMS:
+        try:
+            check_field(pin)
+        except PinFieldError:
+            return None
+        _GOOD_PARAMS.add(params)
+    return Account(tarjeta, titular.strip(_FIELD_SPACE), Decimal(saldo), pin, int(intentos))
+
+
 def parse_account(fields: list[str]) -> tuple[Account | None, str | None]:
     """Parse the five fields of one account line; return the account or the reason it is wrong."""
     if len(fields) != 5:
@@ -128,7 +155,10 @@ def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
                 continue
             ledger.layout.append(("texto", line))
             continue
-        account, problem = parse_account(line.split("|"))
+        account = _fast_account(line)
+        problem = None
+        if account is None:
+            account, problem = parse_account(line.split("|"))
         if account is None:
             errors.append(LedgerError(path, number, problem or "línea no válida"))
             continue

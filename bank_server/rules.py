@@ -10,7 +10,7 @@ inside the lock and easy to test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from bank_server.journal import Record
@@ -62,7 +62,7 @@ def decide_movement(
         if state.withdrawn_on(card, fecha[:10]) + monto > limits.limite_diario:
             raise RequestError("LIMITE_DIARIO")
         saldo = account.saldo - monto
-    return Record(state.last_n + 1, fecha, tipo, replace(account, saldo=saldo), tx_id, monto)
+    return Record(state.last_n + 1, fecha, tipo, account._replace(saldo=saldo), tx_id, monto)
 
 
 def decide_pin_attempt(state: BankState, card: str, pin_field: str, correct: bool, fecha: str) -> Record | None:
@@ -75,11 +75,11 @@ def decide_pin_attempt(state: BankState, card: str, pin_field: str, correct: boo
     if correct and account.pin == pin_field:
         if account.intentos == 0:
             return None
-        return Record(state.last_n + 1, fecha, "INTENTOS", replace(account, intentos=0))
+        return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=0))
     intentos = min(account.intentos + 1, MAX_INTENTOS)
-    return Record(state.last_n + 1, fecha, "INTENTOS", replace(account, intentos=intentos))
+    return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=intentos))
 
 
 def decide_pin_change(state: BankState, card: str, new_field: str, fecha: str) -> Record:
     account = account_for(state, card)
-    return Record(state.last_n + 1, fecha, "PIN", replace(account, pin=new_field, intentos=0))
+    return Record(state.last_n + 1, fecha, "PIN", account._replace(pin=new_field, intentos=0))
