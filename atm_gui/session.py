@@ -747,4 +747,5 @@ def _fila_movimiento(m: dict[str, Any]) -> str:
     tipo = "Depósito" if deposito else "Retiro"
     monto = _decimal(m.get("monto"))
     signo = "+" if deposito else "-"
-    return f"{fecha:<14} {tipo:<8} {signo}{_pesos(monto):>12} {_pesos(_decimal(m.get('saldo'))):>14}"
+    importe = f"{signo}{_pesos(monto)}"
+    return f"{fecha:<14} {tipo:<8} {importe:>13} {_pesos(_decimal(m.get('saldo'))):>14}"

@@ -318,21 +318,20 @@ class CajeroApp:
             if v.derecha[i]:
                 c.create_text(w - margen, fila_y[i], text=f"{v.derecha[i]} ▶", anchor="e", fill=VERDE, font=f_lado)
 
-        # Body: centred in the space left between the header and the bottom row / input.
+        # Body: centred between the header and the input line, clear of the side labels' width.
         arriba = h * 0.22
-        abajo = h * (0.70 if v.entrada is not None else 0.84)
-        if v.izquierda[3] or v.derecha[3]:
-            abajo = min(abajo, fila_y[3] - h * 0.05)
-        lineas = [linea for linea in v.lineas]
+        abajo = h * (0.70 if v.entrada is not None else 0.87)
+        lineas = list(v.lineas)
         if lineas:
-            ancho_util = w - 2 * margen
-            if any(v.izquierda[:3]) or any(v.derecha[:3]):
-                ancho_util = w * 0.5
+            medida = tkfont.Font(self.root, font=f_lado)
+            usados = [f"◀ {t}" for t in (*v.izquierda, *v.derecha) if t]
+            lado = max((medida.measure(t) for t in usados), default=0)
+            ancho_util = w - 2 * margen - (2 * (lado + w * 0.03) if lado else 0)
             largo = max(len(linea) for linea in lineas) or 1
             px = min(
-                h * (0.042 if not v.tabla else 0.036),
+                h * (0.042 if not v.tabla else 0.038),
                 (abajo - arriba) / (len(lineas) * 1.35),
-                ancho_util / (largo * 0.62),
+                max(ancho_util, w * 0.3) / (largo * 0.62),
             )
             paso = px * 1.35
             y0 = (arriba + abajo) / 2 - paso * (len(lineas) - 1) / 2

@@ -18,7 +18,8 @@ What it decides on its own, because only it sees the socket:
   change that was applied is reported as done and not tried again.
 * Being out of service. When the bank cannot be reached (or holds
   another key) it says so and tries again every few seconds, so the
-  ATM comes back by itself.
+  ATM comes back by itself; between customers it also looks every
+  ``sondeo`` seconds (connect, SALIR), so the welcome screen is honest.
 
 Commands (payloads always carry ``sesion``): ``abrir``, ``pedir``
 (``op``, ``mensaje``), ``cerrar``, ``recibo`` (``nombre``, ``texto``),
@@ -78,6 +79,7 @@ class Worker:
         timeout: float = 10.0,
         reintento: float = 5.0,
         reintentar_por: float = 30.0,
+        sondeo: float = 60.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -86,6 +88,7 @@ class Worker:
         self._timeout = timeout
         self._reintento = reintento
         self._reintentar_por = reintentar_por
+        self._sondeo = sondeo
         self.comandos: queue.Queue[Resultado] = queue.Queue()
         self.resultados: queue.Queue[Resultado] = queue.Queue()
         self._parar = threading.Event()
@@ -193,7 +196,8 @@ class Worker:
         except _SinConexion:
             self._proximo_intento = time.monotonic() + self._reintento
             return
-        self._proximo_intento = None
+        # Between customers, look again now and then, so the welcome screen tells the truth.
+        self._proximo_intento = time.monotonic() + self._sondeo if self._sondeo > 0 else None
         self._salir()
 
     def _reintentar(self) -> None:
@@ -253,7 +257,10 @@ class Worker:
         self._salir()
         self._sesion = None
         self._tarjeta = self._pin = None
-        self._proximo_intento = None if self._en_linea else time.monotonic() + self._reintento
+        if not self._en_linea:
+            self._proximo_intento = time.monotonic() + self._reintento
+        else:
+            self._proximo_intento = time.monotonic() + self._sondeo if self._sondeo > 0 else None
 
     def _cmd_recibo(self, payload: dict[str, Any]) -> None:
         nombre = Path(str(payload["nombre"])).name  # never a path from elsewhere

@@ -271,7 +271,7 @@ def test_movements_and_change_pin():
     sesion, bank = logged_in()
     press(sesion, bank, "4")
     v = sesion.vista(0)
-    assert v.tabla and "Depósito" in v.lineas[0] and "+     $500.00" in v.lineas[0]
+    assert v.tabla and "Depósito" in v.lineas[0] and "     +$500.00" in v.lineas[0]
     press(sesion, bank, "⏎5")
     assert sesion.pantalla is Pantalla.PIN_ACTUAL
     press(sesion, bank, "1234⏎5678⏎5679⏎")

@@ -344,3 +344,14 @@ def test_stale_session_requests_are_ignored(bank, worker_factory):
     worker.enviar("abrir", {"sesion": 2})
     assert wait_for(worker, "conectado")["sesion"] == 2
     assert "CONSULTAR" not in bank.ops()
+
+
+def test_idle_probe_notices_the_bank_going_away_and_coming_back(worker_factory):
+    bank = FakeBankServer()
+    try:
+        worker = worker_factory(bank.port, sondeo=0.3)
+        assert wait_for(worker, "estado")["en_linea"] is True
+        bank.close()
+        assert wait_for(worker, "estado")["en_linea"] is False
+    finally:
+        bank.close()
