@@ -1,0 +1,1 @@
+"""Cajero performance bench: ``python -m bench`` (see bench/README.md)."""
