@@ -86,7 +86,7 @@ class RunningBank:
         return self.folder / "llave.key"
 
     def start(self, timeout: float = 20.0) -> RunningBank:
-        command = [sys.executable, "-m", "bank_server", "0", "--host", "127.0.0.1", *self.args]
+        command = [sys.executable, "-m", "bank_server", str(self.port), "--host", "127.0.0.1", *self.args]
         self.process = subprocess.Popen(
             command,
             cwd=self.folder,
@@ -108,6 +108,18 @@ class RunningBank:
                 self.port = int(line.split("127.0.0.1:")[1].split()[0])
                 return self
         raise RuntimeError("the bank did not say it was ready in time")
+
+    def restart(self) -> RunningBank:
+        """A new server on the same folder and port (after ``stop`` or ``kill``)."""
+        return RunningBank(self.folder, self.args, self.psk, self.port).start()
+
+    def handler_pids(self) -> list[int]:
+        """The handler processes (children of the acceptor); Linux only."""
+        assert self.process is not None
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
+            pids += [int(p) for p in task.read_text().split()]
+        return pids
 
     def stderr_text(self) -> str:
         path = self.folder / "servidor.err"
