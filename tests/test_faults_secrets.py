@@ -1,0 +1,43 @@
+"""No PIN, key or full card number leaks into the files the bank writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bank_fixture import TEST_PSK, DemoAccount, RunningBank, start_bank
+
+CARD = "4929000011112222"
+PINS = ("908172", "564738", "192837", "746352")  # the right one, wrong ones, the new one
+
+
+@pytest.mark.timeout(90)
+def test_no_secret_in_ledger_journal_or_logs(tmp_path: Path):
+    bank: RunningBank = start_bank(tmp_path / "banco", [DemoAccount(CARD, "Secreto", "100.00", PINS[0])])
+    try:
+        with bank.client() as atm:
+            assert atm.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PINS[1]})["error"] == "PIN_INCORRECTO"
+            assert atm.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PINS[0]})["ok"]
+            assert atm.request({"op": "CAMBIAR_PIN", "pin_actual": PINS[3], "pin_nuevo": PINS[2]})["ok"] is False
+            assert atm.request({"op": "CAMBIAR_PIN", "pin_actual": PINS[0], "pin_nuevo": PINS[2]})["ok"]
+            assert atm.request({"op": "DEPOSITAR", "monto": "1.00", "id": "s1"})["ok"]
+        with bank.client() as atm:
+            assert atm.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PINS[2]})["ok"]
+    finally:
+        assert bank.stop() == 0
+    written = {
+        name: (bank.folder / name).read_text(encoding="utf-8", errors="replace")
+        for name in ("cuenta.txt", "cuenta.diario", "banco.log", "servidor.err")
+    }
+    written["stdout"] = "".join(bank.output)
+    assert "IDENTIFICAR" in written["banco.log"], "the log should have the requests"
+    for name, text in written.items():
+        for pin in PINS:
+            if name in ("cuenta.txt", "cuenta.diario"):  # hex hashes could hold six digits by chance
+                assert f"|{pin}|" not in text and f'"{pin}"' not in text, (name, pin)
+            else:
+                assert pin not in text, (name, pin)
+        assert TEST_PSK.hex() not in text.lower(), name
+    for name in ("banco.log", "servidor.err", "stdout"):
+        assert CARD not in written[name], f"full card number in {name}"
