@@ -318,21 +318,26 @@ class CajeroApp:
             if v.derecha[i]:
                 c.create_text(w - margen, fila_y[i], text=f"{v.derecha[i]} ▶", anchor="e", fill=VERDE, font=f_lado)
 
-        # Body: centred between the header and the input line, clear of the side labels' width.
+        # Body: centred below the header, either full width above the bottom row of labels or
+        # narrowed to pass between the labels, whichever lets the text be larger.
         arriba = h * 0.22
         abajo = h * (0.70 if v.entrada is not None else 0.87)
         lineas = list(v.lineas)
         if lineas:
+            largo = max(len(linea) for linea in lineas) or 1
+            tope = h * (0.042 if not v.tabla else 0.038)
+
+            def tamano(alto: float, ancho: float) -> float:
+                return min(tope, alto / (len(lineas) * 1.35), ancho / (largo * 0.62))
+
             medida = tkfont.Font(self.root, font=f_lado)
             usados = [f"◀ {t}" for t in (*v.izquierda, *v.derecha) if t]
             lado = max((medida.measure(t) for t in usados), default=0)
-            ancho_util = w - 2 * margen - (2 * (lado + w * 0.03) if lado else 0)
-            largo = max(len(linea) for linea in lineas) or 1
-            px = min(
-                h * (0.042 if not v.tabla else 0.038),
-                (abajo - arriba) / (len(lineas) * 1.35),
-                max(ancho_util, w * 0.3) / (largo * 0.62),
-            )
+            px = tamano(abajo - arriba, max(w * 0.3, w - 2 * margen - (2 * (lado + w * 0.03) if lado else 0)))
+            if (v.izquierda[3] or v.derecha[3]) and not any((*v.izquierda[:3], *v.derecha[:3])):
+                px_ancho = tamano(fila_y[3] - h * 0.05 - arriba, w - 2 * margen)
+                if px_ancho > px:
+                    px, abajo = px_ancho, fila_y[3] - h * 0.05
             paso = px * 1.35
             y0 = (arriba + abajo) / 2 - paso * (len(lineas) - 1) / 2
             fuente = self._fuente(px)
