@@ -1,0 +1,611 @@
+"""The slow server tests: time limits, concurrency, kills, restarts, ledger and key errors, start methods.
+
+ATMs here are separate *processes* running ``python -m tests.contract_client``
+(the independent client), so that the server sees real concurrent
+connections from other processes, as in a bank with many ATMs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bank_fixture import (
+    DEMO_ACCOUNTS,
+    ROOT,
+    TEST_PSK,
+    DemoAccount,
+    RunningBank,
+    server_env,
+    start_bank,
+    write_key,
+    write_ledger,
+)
+from tests.contract_client import MAGIC, AtmClient, derive_keys, open_session, server_proof
+
+GUSTAVO, MARIA, JUAN, ANA = DEMO_ACCOUNTS
+CENT = Decimal("0.01")
+
+
+# -- fixtures and helpers ----------------------------------------------------------------------------------------
+@pytest.fixture
+def make_bank(tmp_path: Path) -> Iterator[Callable[..., RunningBank]]:
+    started: list[RunningBank] = []
+
+    def make(accounts: Any = DEMO_ACCOUNTS, extra_args: tuple[str, ...] = (), name: str = "banco") -> RunningBank:
+        running = start_bank(tmp_path / name, accounts=accounts, extra_args=extra_args)
+        started.append(running)
+        return running
+
+    try:
+        yield make
+    finally:
+        for running in started:
+            if running.process is not None and running.process.poll() is None:
+                try:
+                    running.stop(timeout=15)
+                except Exception:
+                    running.kill()
+            else:
+                running._cleanup()
+
+
+@dataclass
+class AtmProcess:
+    """One ATM process; a thread collects its JSON lines as they come (even if the bank dies)."""
+
+    process: subprocess.Popen
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip():
+                self.lines.append(json.loads(line))
+
+    def wait(self, timeout: float = 60) -> list[dict[str, Any]]:
+        self.process.wait(timeout)
+        assert self.reader is not None
+        self.reader.join(10)
+        return self.lines
+
+    def acked(self) -> list[dict[str, Any]]:
+        return [line for line in list(self.lines) if line.get("respuesta", {}).get("ok") is True]
+
+    def end(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start_atm(
+    bank: RunningBank, account: DemoAccount, pairs: list[tuple[str, str]], op: str = "DEPOSITAR", pausa: float = 0.0
+) -> AtmProcess:
+    command = [sys.executable, "-m", "tests.contract_client", "depositar", "--port", str(bank.port)]
+    command += ["--psk", TEST_PSK.hex(), "--tarjeta", account.tarjeta, "--pin", account.pin, "--op", op]
+    command += ["--pausa", str(pausa)]
+    for monto, tx_id in pairs:
+        command += ["--monto", monto, "--id", tx_id]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    return AtmProcess(process)
+
+
+def session(bank: RunningBank, account: DemoAccount, pin: str | None = None) -> AtmClient:
+    return open_session(bank.port, TEST_PSK, account.tarjeta, pin or account.pin)
+
+
+def balance(bank: RunningBank, account: DemoAccount, pin: str | None = None) -> Decimal:
+    with session(bank, account, pin) as client:
+        return Decimal(client.saldo())
+
+
+def has_data(sock: socket.socket) -> bool:
+    """For a readable socket: data waiting (True) or closed, cleanly or by a reset (False)."""
+    try:
+        return bool(sock.recv(4, socket.MSG_PEEK))
+    except ConnectionResetError:
+        return False
+
+
+def cents(rng: random.Random) -> str:
+    return f"1.{rng.randrange(100):02d}"
+
+
+def parse_ledger_file(path: Path) -> dict[str, dict[str, Any]]:
+    """cuenta.txt read per LEDGER.md alone (not with the server's parser)."""
+    accounts: dict[str, dict[str, Any]] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        line = raw.removesuffix("\r")
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        fields = [f.strip(" \t") for f in line.split("|")]
+        assert len(fields) == 5, f"line {number}: {line!r}"
+        tarjeta, titular, saldo, pin, intentos = fields
+        assert re.fullmatch(r"[0-9]{12,19}", tarjeta), f"line {number}: {tarjeta!r}"
+        assert tarjeta not in accounts, f"line {number}: duplicate {tarjeta}"
+        assert re.fullmatch(r"[0-9]+\.[0-9]{2}", saldo), f"line {number}: {saldo!r}"
+        assert re.fullmatch(r"scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$([0-9a-fA-F]{2}){16,}\$[0-9a-fA-F]{64}", pin), pin
+        assert intentos in {"0", "1", "2", "3"}, f"line {number}: {intentos!r}"
+        accounts[tarjeta] = {"titular": titular, "saldo": Decimal(saldo), "pin": pin, "intentos": int(intentos)}
+    return accounts
+
+
+def pin_matches(pin_field: str, pin: str) -> bool:
+    _, n, r, p, salt, digest = pin_field.split("$")
+    computed = hashlib.scrypt(
+        pin.encode("ascii"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32, maxmem=2**27
+    )
+    return computed.hex() == digest.lower()
+
+
+def run_server_once(folder: Path, timeout: float = 30) -> subprocess.CompletedProcess:
+    """``python -m bank_server 0`` expected to refuse to start (killed if it starts anyway)."""
+    command = [sys.executable, "-m", "bank_server", "0", "--host", "127.0.0.1"]
+    try:
+        return subprocess.run(
+            command, cwd=folder, env=server_env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the server started on a bad folder: {exc.stdout!r}")
+
+
+# -- time limits ------------------------------------------------------------------------------------------------
+@pytest.mark.timeout(40)
+def test_handshake_time_limit(make_bank: Callable[..., RunningBank]) -> None:
+    """Silent, partial-hello and slow-drip connections are all closed about 10 s after they connect."""
+    bank = make_bank()
+    silent = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+    partial = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+    drip = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+    clients = (silent, partial, drip)
+    started = time.monotonic()
+    closed_at: dict[int, float] = {}
+    try:
+        partial.send_raw(partial.client_hello()[:10])
+        hello = drip.client_hello()
+        sent = 0
+        while len(closed_at) < 3 and time.monotonic() - started < 20:
+            if sent < len(hello) - 1 and time.monotonic() - started > sent * 0.5:
+                try:
+                    drip.send_raw(hello[sent : sent + 1])  # one byte every 0.5 s: never finishes in 10 s
+                except OSError:
+                    pass
+                sent += 1
+            open_socks = [c.sock for c in clients if id(c) not in closed_at]
+            readable, _, _ = select.select(open_socks, [], [], 0.1)
+            for client in clients:
+                if client.sock in readable:
+                    try:
+                        data = client.sock.recv(100)
+                    except ConnectionResetError:
+                        data = b""
+                    assert data == b"", f"the server sent {data!r} to a client that never finished its hello"
+                    closed_at[id(client)] = time.monotonic() - started
+    finally:
+        for client in clients:
+            client.close()
+    assert len(closed_at) == 3, f"still open after 20 s: {closed_at}"
+    for elapsed in closed_at.values():
+        assert 8.5 <= elapsed <= 13, f"closed after {elapsed:.1f} s, the limit is 10 s"
+    assert balance(bank, JUAN) == Decimal(JUAN.saldo)
+
+
+# -- concurrency ------------------------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_sixteen_atm_processes_deposit_into_one_account(make_bank: Callable[..., RunningBank]) -> None:
+    bank = make_bank()
+    rng = random.Random(1234)
+    plans = [[(cents(rng), f"atm{a}-{uuid.uuid4().hex}") for _ in range(25)] for a in range(16)]
+    atms = [start_atm(bank, GUSTAVO, plan) for plan in plans]
+    try:
+        results = [atm.wait(90) for atm in atms]
+    finally:
+        for atm in atms:
+            atm.end()
+    for plan, lines in zip(plans, results, strict=True):
+        assert [line.get("id") for line in lines] == [tx for _, tx in plan], lines[-3:]
+        for line in lines:
+            assert line["respuesta"]["ok"] is True and "repetida" not in line["respuesta"], line
+    total = sum(Decimal(monto) for plan in plans for monto, _ in plan)
+    expected = Decimal(GUSTAVO.saldo) + total
+    assert balance(bank, GUSTAVO) == expected
+    saldos = sorted(Decimal(line["respuesta"]["saldo"]) for lines in results for line in lines)
+    assert len(set(saldos)) == 400, "two deposits answered the same balance: one was lost"
+    assert saldos[-1] == expected
+    assert bank.stop() == 0
+    assert parse_ledger_file(bank.ledger_path)[GUSTAVO.tarjeta]["saldo"] == expected
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_withdrawals_never_overdraw(make_bank: Callable[..., RunningBank]) -> None:
+    """8 ATM processes try 12 withdrawals of 10.00 each (960.00) from 820.00: exactly 82 succeed."""
+    bank = make_bank()
+    plans = [[("10.00", uuid.uuid4().hex) for _ in range(12)] for _ in range(8)]
+    atms = [start_atm(bank, JUAN, plan, op="RETIRAR") for plan in plans]
+    try:
+        results = [line for atm in atms for line in atm.wait(90)]
+    finally:
+        for atm in atms:
+            atm.end()
+    codes = [r["respuesta"].get("error", "ok") for r in results]
+    assert len(codes) == 96, results[-3:]
+    assert codes.count("ok") == 82 and codes.count("FONDOS_INSUFICIENTES") == 14, sorted(set(codes))
+    assert balance(bank, JUAN) == Decimal("0.00")
+
+
+@pytest.mark.timeout(60)
+def test_connection_cap_queues_then_serves(make_bank: Callable[..., RunningBank]) -> None:
+    """--max-cajeros 4 and 10 connections: at most 4 are served at once; the others are served as slots free
+    or closed before the hello, with nothing sent; a legitimate ATM is served after.
+
+    Server decision: beyond the cap, up to max-cajeros connections wait (unread) for a slot for up to 5 s;
+    connections beyond that waiting line are closed at once, before the hello.
+    """
+    bank = make_bank(extra_args=("--max-cajeros", "4"))
+    clients = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() for _ in range(10)]
+    try:
+        for client in clients:
+            client.send_raw(client.client_hello())
+        time.sleep(1.5)
+        readable, _, _ = select.select([c.sock for c in clients], [], [], 0)
+        hellos = [sock for sock in readable if has_data(sock)]  # readable also means "closed"
+        assert 1 <= len(hellos) <= 4, f"{len(hellos)} connections served at once with --max-cajeros 4"
+
+        served = closed_early = 0
+        pending = list(clients)
+        deadline = time.monotonic() + 20
+        while pending and time.monotonic() < deadline:
+            readable, _, _ = select.select([c.sock for c in pending], [], [], 0.2)
+            for client in [c for c in pending if c.sock in readable]:
+                pending.remove(client)
+                if not has_data(client.sock):
+                    closed_early += 1
+                    client.close()
+                    continue
+                hello = client.recv_frame()
+                assert hello[:4] == MAGIC and len(hello) == 68
+                # finish the handshake by hand with the nonce already sent, then leave politely
+                client.nonce_s = hello[4:36]
+                client.keys = derive_keys(client.psk, client.nonce_c, client.nonce_s)
+                assert hello[36:] == server_proof(client.keys, client.nonce_c, client.nonce_s)
+                assert client.request({"op": "SALIR"}) == {"ok": True}
+                client.close()
+                served += 1
+        assert not pending, f"{len(pending)} connections neither served nor closed"
+        assert served + closed_early == 10 and served >= 4, (served, closed_early)
+    finally:
+        for client in clients:
+            client.close()
+    assert balance(bank, JUAN) == Decimal(JUAN.saldo)
+
+
+@pytest.mark.timeout(60)
+def test_connections_waiting_too_long_are_closed_before_the_hello(make_bank: Callable[..., RunningBank]) -> None:
+    bank = make_bank(extra_args=("--max-cajeros", "2"))
+    held = [session(bank, JUAN), session(bank, MARIA)]
+    waiting = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() for _ in range(2)]
+    try:
+        for client in waiting:
+            client.send_raw(client.client_hello())
+        started = time.monotonic()
+        for client in waiting:
+            data, closed = client.read_until_closed(12)
+            assert data == b"" and closed, (data, closed)
+        elapsed = time.monotonic() - started
+        assert 4 <= elapsed <= 9, f"a waiting connection was closed after {elapsed:.1f} s"
+        for client in held:  # the held sessions were never disturbed
+            assert client.request({"op": "CONSULTAR"})["ok"] is True
+    finally:
+        for client in held + waiting:
+            client.close()
+    deadline = time.monotonic() + 5
+    while True:  # once the held ones close, a new ATM is served
+        try:
+            assert balance(bank, GUSTAVO) == Decimal(GUSTAVO.saldo)
+            break
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# -- kills and restarts ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["stop", "kill"])
+@pytest.mark.timeout(60)
+def test_retry_across_a_restart_is_repetida(make_bank: Callable[..., RunningBank], how: str) -> None:
+    bank = make_bank()
+    with session(bank, JUAN) as client:
+        first = client.request({"op": "DEPOSITAR", "monto": "45.67", "id": "reintento-1"})
+        second = client.request({"op": "RETIRAR", "monto": "5.67", "id": "reintento-2"})
+    assert (first["saldo"], second["saldo"]) == ("865.67", "860.00")
+    bank.stop() if how == "stop" else bank.kill()
+    bank.start()
+    with session(bank, JUAN) as client:
+        again = client.request({"op": "DEPOSITAR", "monto": "45.67", "id": "reintento-1"})
+        assert again == {"ok": True, "id": "reintento-1", "saldo": "865.67", "repetida": True}
+        again = client.request({"op": "RETIRAR", "monto": "5.67", "id": "reintento-2"})
+        assert again == {"ok": True, "id": "reintento-2", "saldo": "860.00", "repetida": True}
+        assert client.request({"op": "RETIRAR", "monto": "5.68", "id": "reintento-2"})["error"] == "ID_REPETIDO"
+        assert client.saldo() == "860.00"
+
+
+@pytest.mark.timeout(120)
+def test_kill_during_deposits_loses_no_acknowledged_one(make_bank: Callable[..., RunningBank]) -> None:
+    bank = make_bank()
+    rng = random.Random(99)
+    accounts = (GUSTAVO, MARIA, JUAN)
+    start = {a.tarjeta: Decimal(a.saldo) for a in accounts}
+    plans = {a.tarjeta: [[(cents(rng), uuid.uuid4().hex) for _ in range(60)] for _ in range(2)] for a in accounts}
+    atms = [(a, start_atm(bank, a, plan, pausa=0.01)) for a in accounts for plan in plans[a.tarjeta]]
+    try:
+        deadline = time.monotonic() + 30
+        while sum(len(atm.acked()) for _, atm in atms) < 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bank.kill()  # SIGKILL of the acceptor and every handler at once, mid-traffic
+        for _, atm in atms:
+            atm.wait(30)
+    finally:
+        for _, atm in atms:
+            atm.end()
+    acked_ids = {line["id"] for _, atm in atms for line in atm.acked()}
+    assert 60 <= len(acked_ids) < 360, "the kill did not happen mid-traffic"
+
+    bank.start()
+    for account in accounts:
+        every = [pair for plan in plans[account.tarjeta] for pair in plan]
+        acked_sum = sum(Decimal(m) for m, tx in every if tx in acked_ids)
+        unacked_sum = sum(Decimal(m) for m, tx in every if tx not in acked_ids)
+        now = balance(bank, account)
+        assert now >= start[account.tarjeta] + acked_sum, f"{account.tarjeta}: an acknowledged deposit was lost"
+        assert now <= start[account.tarjeta] + acked_sum + unacked_sum
+        with session(bank, account) as client:
+            for monto, tx in every:
+                response = client.request({"op": "DEPOSITAR", "monto": monto, "id": tx})
+                assert response["ok"] is True, response
+                if tx in acked_ids:
+                    assert response.get("repetida") is True, response
+            assert Decimal(client.saldo()) == start[account.tarjeta] + sum(Decimal(m) for m, _ in every)
+
+
+@pytest.mark.timeout(60)
+def test_graceful_stop_leaves_cuenta_txt_complete(make_bank: Callable[..., RunningBank]) -> None:
+    """After a clean stop cuenta.txt alone (parsed here per LEDGER.md) is the bank: delete every other file,
+    start again, and balances, PINs and blocks are the same."""
+    bank = make_bank()
+    with session(bank, GUSTAVO) as client:
+        client.request({"op": "DEPOSITAR", "monto": "0.10", "id": "g1"})
+        client.request({"op": "DEPOSITAR", "monto": "0.20", "id": "g2"})
+        client.request({"op": "RETIRAR", "monto": "1000.00", "id": "g3"})
+    with session(bank, MARIA) as client:
+        assert client.request({"op": "CAMBIAR_PIN", "pin_actual": MARIA.pin, "pin_nuevo": "86420"})["ok"] is True
+        client.request({"op": "RETIRAR", "monto": "250.50", "id": "m1"})
+    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+        client.handshake()
+        for _ in range(3):
+            client.identify(JUAN.tarjeta, "0000")
+    expected = {
+        GUSTAVO.tarjeta: (Decimal("233444.30"), 0),
+        MARIA.tarjeta: (Decimal("15000.00"), 0),
+        JUAN.tarjeta: (Decimal("820.00"), 3),
+        ANA.tarjeta: (Decimal("5000.00"), 3),
+    }
+    assert bank.stop() == 0
+    ledger = parse_ledger_file(bank.ledger_path)
+    assert {card: (a["saldo"], a["intentos"]) for card, a in ledger.items()} == expected
+    assert ledger[GUSTAVO.tarjeta]["titular"] == GUSTAVO.titular
+    assert pin_matches(ledger[MARIA.tarjeta]["pin"], "86420")
+    assert not pin_matches(ledger[MARIA.tarjeta]["pin"], MARIA.pin)
+    assert pin_matches(ledger[GUSTAVO.tarjeta]["pin"], GUSTAVO.pin)
+
+    for path in bank.folder.iterdir():
+        if path.name not in ("cuenta.txt", "llave.key"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    before = bank.ledger_path.read_bytes()
+    bank.start()
+    assert balance(bank, GUSTAVO) == Decimal("233444.30")
+    assert balance(bank, MARIA, "86420") == Decimal("15000.00")
+    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+        client.handshake()
+        assert client.identify(JUAN.tarjeta, JUAN.pin)["error"] == "TARJETA_BLOQUEADA"
+        assert client.identify(MARIA.tarjeta, MARIA.pin)["error"] == "PIN_INCORRECTO"
+    with session(bank, GUSTAVO) as client:
+        assert client.request({"op": "DEPOSITAR", "monto": "0.70", "id": "g4"})["saldo"] == "233445.00"
+    assert bank.stop() == 0
+    assert bank.ledger_path.read_bytes() != before
+    assert parse_ledger_file(bank.ledger_path)[GUSTAVO.tarjeta]["saldo"] == Decimal("233445.00")
+
+
+@pytest.mark.timeout(60)
+def test_ledger_written_by_hand_with_padding_and_comments(
+    make_bank: Callable[..., RunningBank], tmp_path: Path
+) -> None:
+    """LEDGER.md: spaces around fields are ignored, comments and blank lines kept out of the way."""
+    folder = tmp_path / "manual"
+    folder.mkdir()
+    write_ledger(folder, (JUAN,))
+    lines = (folder / "cuenta.txt").read_text(encoding="utf-8").splitlines()
+    card, titular, _saldo, pin, intentos = lines[1].split("|")
+    text = "# comentario del administrador\n\n" + f"  {card} | {titular} |     820.00 | {pin} | {intentos}  \r\n"
+    text += "\n# fin\n"
+    (folder / "cuenta.txt").write_text(text, encoding="utf-8")
+    write_key(folder)
+    bank = RunningBank(folder, [])
+    bank.start()
+    try:
+        with session(bank, JUAN) as client:
+            assert client.saldo() == "820.00"
+            assert client.request({"op": "DEPOSITAR", "monto": "1", "id": "x"})["saldo"] == "821.00"
+        assert bank.stop() == 0
+    finally:
+        if bank.process is not None and bank.process.poll() is None:
+            bank.kill()
+    assert parse_ledger_file(folder / "cuenta.txt")[JUAN.tarjeta]["saldo"] == Decimal("821.00")
+
+
+# -- ledger and key errors --------------------------------------------------------------------------------------
+def _broken(lines: list[str], problem: str) -> tuple[list[str], int]:
+    """Return the broken lines and the 1-based line number of the problem (the header comment is line 1)."""
+    if problem == "coma-decimal":
+        lines[2] = lines[2].replace("|15250.50|", "|12,50|")
+        return lines, 3
+    if problem == "tarjeta-repetida":
+        lines[3] = lines[3].replace(JUAN.tarjeta, MARIA.tarjeta)
+        return lines, 4
+    if problem == "campos":
+        lines[3] = lines[3].rsplit("|", 1)[0]
+        return lines, 4
+    if problem == "campos-de-mas":
+        lines[2] += "|extra"
+        return lines, 3
+    if problem == "tarjeta-corta":
+        lines[1] = lines[1].replace(GUSTAVO.tarjeta, "12345", 1)
+        return lines, 2
+    if problem == "un-decimal":
+        lines[4] = lines[4].replace("|5000.00|", "|5000.0|")
+        return lines, 5
+    if problem == "saldo-negativo":
+        lines[4] = lines[4].replace("|5000.00|", "|-5000.00|")
+        return lines, 5
+    if problem == "intentos-4":
+        lines[4] = lines[4][:-1] + "4"
+        return lines, 5
+    if problem == "pin-sin-hash":
+        parts = lines[2].split("|")
+        parts[3] = "4321"
+        lines[2] = "|".join(parts)
+        return lines, 3
+    raise AssertionError(problem)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "coma-decimal",
+        "tarjeta-repetida",
+        "campos",
+        "campos-de-mas",
+        "tarjeta-corta",
+        "un-decimal",
+        "saldo-negativo",
+        "intentos-4",
+        "pin-sin-hash",
+    ],
+)
+def test_broken_ledger_line_stops_the_server(tmp_path: Path, problem: str) -> None:
+    folder = tmp_path / "roto"
+    folder.mkdir()
+    write_ledger(folder)
+    write_key(folder)
+    lines, number = _broken((folder / "cuenta.txt").read_text(encoding="utf-8").splitlines(), problem)
+    (folder / "cuenta.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = (folder / "cuenta.txt").read_bytes()
+    result = run_server_once(folder)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0, said
+    assert "listo" not in result.stdout, said
+    assert "cuenta.txt" in said, said
+    assert re.search(rf"(l[ií]nea|line)\s*:?\s*{number}\b", said, re.IGNORECASE), said
+    assert "Traceback" not in said, said
+    assert (folder / "cuenta.txt").read_bytes() == before
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,
+        "",
+        "# solo un comentario\n",
+        TEST_PSK.hex()[:-1] + "\n",
+        TEST_PSK.hex() + "0\n",
+        TEST_PSK.hex()[:-1] + "g\n",
+        TEST_PSK.hex() + " extra\n",
+        "llave=" + TEST_PSK.hex() + "\n",
+    ],
+    ids=["missing", "empty", "comments-only", "63-digits", "65-digits", "not-hex", "trailing-text", "prefix"],
+)
+def test_missing_or_malformed_key_stops_the_server(tmp_path: Path, content: str | None) -> None:
+    folder = tmp_path / "sin-llave"
+    folder.mkdir()
+    write_ledger(folder)
+    if content is not None:
+        (folder / "llave.key").write_text(content, encoding="utf-8")
+    ledger_before = (folder / "cuenta.txt").read_bytes()
+    result = run_server_once(folder)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0, said
+    assert "listo" not in result.stdout, said
+    assert "genkey" in said, said
+    assert "llave.key" in said, said
+    assert "Traceback" not in said, said
+    assert TEST_PSK.hex()[:16] not in said, "the key (or part of it) was printed"
+    assert (folder / "cuenta.txt").read_bytes() == ledger_before
+
+
+@pytest.mark.timeout(60)
+def test_key_with_upper_case_hex_and_comments_is_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "mayusculas"
+    folder.mkdir()
+    write_ledger(folder, (JUAN,))
+    (folder / "llave.key").write_text("# llave\n\n" + TEST_PSK.hex().upper() + "\n", encoding="utf-8")
+    bank = RunningBank(folder, [])
+    bank.start()
+    try:
+        assert balance(bank, JUAN) == Decimal("820.00")
+    finally:
+        bank.stop()
+
+
+@pytest.mark.timeout(60)
+def test_second_server_on_the_same_ledger_is_refused(make_bank: Callable[..., RunningBank]) -> None:
+    bank = make_bank()
+    second = RunningBank(bank.folder, [])
+    with pytest.raises(RuntimeError):
+        second.start()
+    second._cleanup()
+    assert balance(bank, JUAN) == Decimal("820.00")
+
+
+# -- start methods ----------------------------------------------------------------------------------------------
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_other_start_methods(make_bank: Callable[..., RunningBank], method: str) -> None:
+    bank = make_bank(extra_args=("--inicio", method))
+    first = session(bank, JUAN)
+    second = session(bank, JUAN)
+    try:
+        assert first.request({"op": "DEPOSITAR", "monto": "10.00", "id": "s1"})["saldo"] == "830.00"
+        assert second.request({"op": "DEPOSITAR", "monto": "5.00", "id": "s2"})["saldo"] == "835.00"
+        assert first.saldo() == second.saldo() == "835.00"
+        assert second.request({"op": "DEPOSITAR", "monto": "10.00", "id": "s1"})["repetida"] is True
+        assert first.request({"op": "RETIRAR", "monto": "35.00", "id": "s3"})["saldo"] == "800.00"
+    finally:
+        first.close()
+        second.close()
+    assert bank.stop() == 0
+    assert parse_ledger_file(bank.ledger_path)[JUAN.tarjeta]["saldo"] == Decimal("800.00")
