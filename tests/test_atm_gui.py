@@ -24,7 +24,7 @@ import pytest
 
 from atm_gui.session import ACEPTAR, Pantalla, Sesion
 from atm_gui.worker import Worker
-from tests.bank_fixture import ROOT, RunningBank, server_env
+from tests.bank_fixture import RunningBank, server_env
 from tests.test_atm_worker import FakeBankServer
 
 CARD = "1111111111111111"
@@ -266,5 +266,45 @@ def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_pat
     assert b"Traceback" not in salida, salida.decode(errors="replace")
 
 
-def test_root_is_importable_from_the_tests():
-    assert (ROOT / "atm_gui" / "__main__.py").is_file()
+@pytest.mark.timeout(60)
+def test_out_of_service_screen_then_automatic_recovery(make_app):
+    with FakeBankServer(listen=False) as fake:
+        app = make_app(fake.port, fake.psk)
+        app.run_until(lambda: app.sesion.vista(0).titulo == "Fuera de servicio")
+        assert "No hay comunicación con el banco." in app.sesion.vista(0).lineas
+        assert "Fuera de servicio" in app.app.estado.cget("text")
+        fake.listen()
+        app.run_until(lambda: app.sesion.vista(0).subtitulo == "Inserte su tarjeta")
+        assert "En línea" in app.app.estado.cget("text")
+
+
+@pytest.mark.timeout(60)
+def test_wrong_key_screen(make_app):
+    with FakeBankServer() as fake:
+        app = make_app(fake.port, bytes(32))
+        app.run_until(lambda: "Este cajero no tiene la llave del banco." in app.sesion.vista(0).lineas)
+
+
+@pytest.mark.timeout(60)
+def test_lost_deposit_reply_shows_the_true_outcome_once(make_app):
+    with FakeBankServer() as fake:
+        app = make_app(fake.port, fake.psk)
+        app.press(CARD, ACEPTAR, PIN, ACEPTAR)
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
+        fake.perder_respuesta.add("DEPOSITAR")
+        app.press("2", "300", ACEPTAR, ACEPTAR)
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO)
+        v = app.sesion.vista(0)
+        assert v.titulo == "Depósito realizado" and "Nuevo saldo: $1,300.00" in v.lineas
+        assert fake.saldo == Decimal("1300.00") and fake.ops().count("DEPOSITAR") == 2
+
+
+@pytest.mark.timeout(60)
+def test_fonts_scale_with_the_window(make_app):
+    with FakeBankServer() as fake:
+        app = make_app(fake.port, fake.psk)
+        app.root.update()
+        antes = app.app.f_teclas.cget("size")
+        app.root.geometry("1260x1000")
+        app.run_until(lambda: app.app.f_teclas.cget("size") != antes, timeout=5)
+        assert abs(app.app.f_teclas.cget("size")) > abs(antes)
