@@ -15,6 +15,7 @@ button, so labels stay beside their keys at any window size.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 import tkinter as tk
@@ -26,6 +27,7 @@ from atm_gui.session import ACEPTAR, BORRAR, CANCELAR, LATERALES, Sesion, Vista
 from atm_gui.worker import Worker
 
 PERIODO_MS = 25
+log = logging.getLogger("cajero.atm")
 
 # Colours: a dark green phosphor screen in a graphite cabinet.
 GABINETE = "#2b3035"
@@ -91,6 +93,7 @@ class CajeroApp:
         self._construir()
         self._atajos()
         root.protocol("WM_DELETE_WINDOW", self.cerrar)
+        root.report_callback_exception = self._error_interno
         root.bind("<Configure>", self._al_redimensionar, add="+")
         self._pintar(forzar=True)
         self._bomba = self.root.after(PERIODO_MS, self._bombear)
@@ -202,6 +205,17 @@ class CajeroApp:
         self.root.bind("<Key>", self._al_teclear)
         self.root.focus_force()
 
+    def _error_interno(self, tipo: type[BaseException], valor: BaseException, tb: object) -> None:
+        """A bug must not show a traceback to a customer nor kill the ATM: log it, end the session."""
+        log.error("error interno en la ventana", exc_info=(tipo, valor, tb))  # type: ignore[arg-type]
+        try:
+            if self.sesion.abierta:
+                self.sesion.tecla(CANCELAR, self.reloj())
+                self._despachar()
+            self._pintar(forzar=True)
+        except Exception:
+            log.exception("no se pudo recuperar la ventana")
+
     # -- input ----------------------------------------------------------------------------
     def _al_teclear(self, event: tk.Event) -> str | None:
         tecla = TECLAS_FISICAS.get(event.keysym)
@@ -230,6 +244,8 @@ class CajeroApp:
     def _bombear(self) -> None:
         if self._cerrado:
             return
+        # Rescheduled first, so that even a bug below (reported by _error_interno) cannot stop the pump.
+        self._bomba = self.root.after(PERIODO_MS, self._bombear)
         ahora = self.reloj()
         if self.worker is not None:
             while True:
@@ -244,7 +260,6 @@ class CajeroApp:
         self._despachar()
         self._pintar()
         self.hora.configure(text=time.strftime("%H:%M"))
-        self._bomba = self.root.after(PERIODO_MS, self._bombear)
 
     def _despachar(self) -> None:
         for kind, payload in self.sesion.tomar_comandos():

@@ -308,3 +308,25 @@ def test_fonts_scale_with_the_window(make_app):
         app.root.geometry("1260x1000")
         app.run_until(lambda: app.app.f_teclas.cget("size") != antes, timeout=5)
         assert abs(app.app.f_teclas.cget("size")) > abs(antes)
+
+
+@pytest.mark.timeout(60)
+def test_a_bug_in_a_callback_ends_the_session_but_not_the_atm(make_app, caplog):
+    with FakeBankServer() as fake:
+        app = make_app(fake.port, fake.psk)
+        app.press(CARD, ACEPTAR, PIN, ACEPTAR)
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
+        original = app.sesion.tick
+        fallas = [1]
+
+        def tick_con_falla(ahora: float) -> None:
+            if fallas:
+                fallas.pop()
+                raise RuntimeError("falla de prueba")
+            original(ahora)
+
+        app.sesion.tick = tick_con_falla  # type: ignore[method-assign]
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.RETIRE_TARJETA)
+        assert "error interno en la ventana" in caplog.text
+        app.sesion.tecla("1", 0)  # the pump still runs and the window still answers
+        app.run_until(lambda: app.sesion.pantalla is Pantalla.BIENVENIDA, timeout=15)
