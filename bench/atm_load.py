@@ -364,10 +364,10 @@ def run_load(
         window_start = start_at.value + warm
         time.sleep(max(0.0, window_start - time.monotonic()))
         cpu0 = server_cpu(server.pid)
-        time.sleep(max(0.0, window_start + window / 2 - time.monotonic()))
-        extra["memory"] = memory_snapshot(server.pid)
         if on_window is not None:
             on_window()
+        time.sleep(max(0.0, window_start + window / 2 - time.monotonic()))
+        extra["memory"] = memory_snapshot(server.pid)
         time.sleep(max(0.0, window_start + window - time.monotonic()))
         cpu1 = server_cpu(server.pid)
         deadline = time.monotonic() + 120
