@@ -444,6 +444,25 @@ def test_protocol_errors_are_logged_without_key_material(bank: RunningBank) -> N
     assert TEST_PSK.hex().upper() not in text
 
 
+def test_client_text_cannot_forge_log_lines(bank: RunningBank) -> None:
+    """Bug (not a contract clause): the server copies client-chosen text (the amount, the card's last digits)
+    into banco.log unescaped, so a newline in a request splits a log line and lets an ATM forge one.
+    Every log line must start with a timestamp."""
+    marker = "FALSO-" + uuid.uuid4().hex[:8]
+    with juan(bank) as client:
+        client.request({"op": "DEPOSITAR", "monto": "5\n" + marker, "id": uuid.uuid4().hex})
+    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+        client.handshake()
+        client.identify("1234567890123\nZQ9", "1234")
+    log = bank.folder / "banco.log"
+    deadline = time.monotonic() + 5
+    while marker not in log.read_text(encoding="utf-8", errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if marker in line or line.startswith("ZQ9"):
+            assert line[:4].isdigit(), f"a log line that does not start with a timestamp: {line!r}"
+
+
 # -- time limits ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def idle_bank(tmp_path: Path) -> Iterator[RunningBank]:

@@ -333,6 +333,49 @@ def test_connections_waiting_too_long_are_closed_before_the_hello(make_bank: Cal
             time.sleep(0.2)
 
 
+@pytest.mark.timeout(120)
+def test_same_ids_from_many_atm_processes_apply_once(make_bank: Callable[..., RunningBank]) -> None:
+    """8 ATM processes retry the same 10 transactions at once: each id is applied exactly once."""
+    bank = make_bank()
+    rng = random.Random(7)
+    plan = [(cents(rng), uuid.uuid4().hex) for _ in range(10)]
+    atms = [start_atm(bank, MARIA, plan if i % 2 else list(reversed(plan))) for i in range(8)]
+    try:
+        results = [line for atm in atms for line in atm.wait(90)]
+    finally:
+        for atm in atms:
+            atm.end()
+    assert len(results) == 80 and all(r["respuesta"]["ok"] is True for r in results), results[:3]
+    for _monto, tx in plan:
+        answers = [r["respuesta"] for r in results if r["id"] == tx]
+        assert sum(1 for a in answers if not a.get("repetida")) == 1, answers
+        assert len({a["saldo"] for a in answers}) == 1, f"the repeats did not answer the original result: {answers}"
+    assert balance(bank, MARIA) == Decimal(MARIA.saldo) + sum(Decimal(m) for m, _ in plan)
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_wrong_pins_block_exactly_once(make_bank: Callable[..., RunningBank]) -> None:
+    """Six connections send a wrong PIN at the same instant: 2, 1, 0 remaining once each, then BLOQUEADA."""
+    bank = make_bank()
+    clients = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect().handshake() for _ in range(6)]
+    try:
+        frames = [
+            c.seal(json.dumps({"op": "IDENTIFICAR", "tarjeta": JUAN.tarjeta, "pin": "0000"}).encode()) for c in clients
+        ]
+        for client, data in zip(clients, frames, strict=True):
+            client.send_raw(data)
+        answers = [client.recv_message() for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    remaining = sorted(a["intentos_restantes"] for a in answers if a["error"] == "PIN_INCORRECTO")
+    assert remaining == [0, 1, 2], answers
+    assert [a["error"] for a in answers].count("TARJETA_BLOQUEADA") == 3, answers
+    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+        client.handshake()
+        assert client.identify(JUAN.tarjeta, JUAN.pin)["error"] == "TARJETA_BLOQUEADA"
+
+
 # -- kills and restarts ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["stop", "kill"])
 @pytest.mark.timeout(60)
@@ -493,6 +536,9 @@ def _broken(lines: list[str], problem: str) -> tuple[list[str], int]:
     if problem == "intentos-4":
         lines[4] = lines[4][:-1] + "4"
         return lines, 5
+    if problem == "saldo-con-letras":
+        lines[3] = lines[3].replace("|820.00|", "|820.00 pesos|")
+        return lines, 4
     if problem == "pin-sin-hash":
         parts = lines[2].split("|")
         parts[3] = "4321"
@@ -513,6 +559,7 @@ def _broken(lines: list[str], problem: str) -> tuple[list[str], int]:
         "un-decimal",
         "saldo-negativo",
         "intentos-4",
+        "saldo-con-letras",
         "pin-sin-hash",
     ],
 )
@@ -532,6 +579,32 @@ def test_broken_ledger_line_stops_the_server(tmp_path: Path, problem: str) -> No
     assert re.search(rf"(l[ií]nea|line)\s*:?\s*{number}\b", said, re.IGNORECASE), said
     assert "Traceback" not in said, said
     assert (folder / "cuenta.txt").read_bytes() == before
+
+
+@pytest.mark.timeout(60)
+def test_ledger_that_is_not_utf8_stops_the_server(tmp_path: Path) -> None:
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    write_ledger(folder)
+    write_key(folder)
+    data = (folder / "cuenta.txt").read_bytes().replace("Pérez".encode(), "Pérez".encode("latin-1"))
+    (folder / "cuenta.txt").write_bytes(data)
+    result = run_server_once(folder)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "cuenta.txt" in said and "Traceback" not in said, said
+    assert re.search(r"(l[ií]nea|line)\s*:?\s*4\b", said, re.IGNORECASE), said
+    assert (folder / "cuenta.txt").read_bytes() == data
+
+
+@pytest.mark.timeout(60)
+def test_missing_ledger_stops_the_server(tmp_path: Path) -> None:
+    folder = tmp_path / "sin-cuentas"
+    folder.mkdir()
+    write_key(folder)
+    result = run_server_once(folder)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "cuenta.txt" in said and "Traceback" not in said, said
+    assert not (folder / "cuenta.txt").exists()
 
 
 @pytest.mark.timeout(60)
@@ -579,6 +652,45 @@ def test_key_with_upper_case_hex_and_comments_is_accepted(tmp_path: Path) -> Non
         assert balance(bank, JUAN) == Decimal("820.00")
     finally:
         bank.stop()
+
+
+@pytest.mark.timeout(60)
+def test_key_file_with_crlf_line_endings_is_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "crlf"
+    folder.mkdir()
+    write_ledger(folder, (JUAN,))
+    (folder / "llave.key").write_bytes(b"# llave\r\n\r\n" + TEST_PSK.hex().encode() + b"\r\n")
+    bank = RunningBank(folder, [])
+    bank.start()
+    try:
+        assert balance(bank, JUAN) == Decimal("820.00")
+    finally:
+        bank.stop()
+
+
+@pytest.mark.timeout(60)
+def test_file_flags_put_every_file_where_asked(tmp_path: Path) -> None:
+    """--cuenta, --llave and --registro: the server runs from another folder; journal and lock go beside
+    the ledger, the log where --registro says."""
+    data = tmp_path / "datos"
+    run = tmp_path / "run"
+    data.mkdir()
+    run.mkdir()
+    write_ledger(data, (JUAN,))
+    (data / "cuenta.txt").rename(data / "banco.txt")
+    (tmp_path / "secreto.key").write_text(TEST_PSK.hex() + "\n", encoding="utf-8")
+    args = ["--cuenta", str(data / "banco.txt"), "--llave", str(tmp_path / "secreto.key")]
+    args += ["--registro", str(tmp_path / "registro.log")]
+    bank = RunningBank(run, args)
+    bank.start()
+    try:
+        with session(bank, JUAN) as client:
+            assert client.request({"op": "DEPOSITAR", "monto": "1.00", "id": "f1"})["saldo"] == "821.00"
+    finally:
+        assert bank.stop() == 0
+    assert parse_ledger_file(data / "banco.txt")[JUAN.tarjeta]["saldo"] == Decimal("821.00")
+    assert (tmp_path / "registro.log").exists()
+    assert sorted(p.name for p in run.iterdir()) == ["servidor.err"], "the server wrote into its working folder"
 
 
 @pytest.mark.timeout(60)
