@@ -333,6 +333,11 @@ def print_report(results: dict[str, Any]) -> None:
         )
     elif pgr:
         say(f"pgbench: {pgr.get('skipped') or pgr.get('error')}")
+    if results.get("costs"):
+        say()
+        from bench import costs
+
+        costs.print_pieces(results["costs"], say)
     say()
     say("Metas del issue (medidas en esta misma corrida):")
     for g in results["goals"]:
@@ -356,6 +361,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cajeros", type=lambda t: [int(x) for x in t.split(",")], help="ATM counts, e.g. 1,4,16,64")
     p.add_argument("--ventana", type=float, help="measured window per point, seconds")
     p.add_argument("--calentamiento", type=float, help="warm-up before each window, seconds")
+    p.add_argument("--costos", action="store_true", help="only the in-process cost breakdown of one deposit")
+    p.add_argument("--sin-costos", action="store_true", help="skip the in-process cost breakdown")
     p.add_argument("--sin-pgbench", action="store_true", help="skip PostgreSQL")
     p.add_argument("--sin-inicios", action="store_true", help="skip the forkserver/spawn comparison")
     p.add_argument("--salida", type=Path, default=RESULTS, help="where latest.json and chart.png go")
@@ -369,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench import profile
 
         return profile.main(args)
+    if args.costos:
+        from bench import costs
+
+        result = costs.measure(args.cuentas or [100, 100_000], 1000, say)
+        costs.print_pieces(result, say)
+        return 0
     quick = args.rapido
     sizes = args.cuentas or ([100, 100_000] if quick else [100, 10_000, 100_000])
     atms = args.cajeros or ([1, 16] if quick else [1, 4, 16, 64])
@@ -414,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  {results['scrypt_ms']} ms por hash")
         say("Cajero: " + HEADER.strip())
         results["sizes"] = [run_ledger_size(tmp, s, atms, warm, window, n_setup, n_login) for s in sizes]
+        if not args.sin_costos:
+            from bench import costs
+
+            say("Costo de un depósito en un solo proceso (sin sockets ni contención; --costos):")
+            results["costs"] = costs.measure(sizes, 500 if quick else 1000, say)
         results["start_methods"] = []
         if methods:
             say("Otros métodos de inicio de manejadores (100 cuentas):")
