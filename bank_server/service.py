@@ -22,6 +22,7 @@ from bank_server.state import Applied
 from bank_server.store import Store
 from common import messages as m
 from common.messages import RequestError, error_response, mask_card, ok_response
+from common.money import REQUEST_AMOUNT_RE as AMOUNT_RE
 from common.money import format_amount
 
 log = logging.getLogger("bank_server.sesion")
@@ -146,11 +147,13 @@ class Session:
             self.store.commit(decide_pin_change(state, self.card, new_field, now_iso()))
         return ok_response()
 
-    # -- the log line: time and peer come from the formatter and this call; no PIN, no full card --
+    # -- the log line: time and peer come from the formatter and this call; no PIN, no full card.
+    # Only text that passed the contract's grammar is logged, so a request can never forge a log line.
     def _log(self, op: str, message: dict[str, Any], response: dict[str, Any]) -> None:
-        card = self.card or (message.get("tarjeta") if isinstance(message.get("tarjeta"), str) else None)
-        shown = mask_card(card) if card and len(card) >= 4 else "-"
-        amount = message.get("monto") if isinstance(message.get("monto"), str) else ""
+        card = self.card or message.get("tarjeta")
+        shown = mask_card(card) if isinstance(card, str) and m.CARD_RE.fullmatch(card) else "-"
+        amount = message.get("monto")
+        shown_amount = amount if isinstance(amount, str) and AMOUNT_RE.fullmatch(amount) else "-"
         outcome = "ok" if response.get("ok") else response.get("error")
         extra = " repetida" if response.get("repetida") else ""
-        log.info("%s %s %s %s -> %s%s", self.peer, shown, op, amount[:16], outcome, extra)
+        log.info("%s %s %s %s -> %s%s", self.peer, shown, op, shown_amount, outcome, extra)

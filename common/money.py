@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 
 CENT = Decimal("0.01")
-_REQUEST_AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+REQUEST_AMOUNT_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
 _LEDGER_AMOUNT = re.compile(r"[0-9]+\.[0-9]{2}")
 
 
@@ -21,7 +21,7 @@ class AmountError(ValueError):
 
 def parse_request_amount(text: str) -> Decimal:
     """Parse an amount from a request: the grammar, and above zero."""
-    if not _REQUEST_AMOUNT.fullmatch(text):
+    if not REQUEST_AMOUNT_RE.fullmatch(text):
         raise AmountError(f"{text!r} is not 1-12 digits with up to 2 decimals")
     value = Decimal(text)
     if value <= 0:
