@@ -414,14 +414,17 @@ def test_server_nonces_are_fresh(bank: RunningBank) -> None:
 
 
 def test_many_attacks_at_once_leave_the_bank_serving(bank: RunningBank, guarded: Callable) -> None:
-    """Twenty hostile connections open at the same time, then a legitimate one."""
+    """Twenty hostile connections at the same time as a legitimate session, which goes on undisturbed."""
+    legit = juan(bank)
     clients = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() for _ in range(20)]
     try:
         for i, client in enumerate(clients):
             client.send_raw([b"GET / HTTP/1.1\r\n\r\n", struct.pack(">I", 0), frame(b"ATM2" + bytes(32))][i % 3])
         for client in clients:
             assert_closed_silently(client)
+        assert legit.request({"op": "MOVIMIENTOS", "n": 1})["ok"] is True
     finally:
+        legit.close()
         for client in clients:
             client.close()
     guarded()

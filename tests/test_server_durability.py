@@ -434,6 +434,43 @@ def test_kill_during_deposits_loses_no_acknowledged_one(make_bank: Callable[...,
             assert Decimal(client.saldo()) == start[account.tarjeta] + sum(Decimal(m) for m, _ in every)
 
 
+@pytest.mark.timeout(120)
+def test_graceful_stop_under_load_leaves_every_acknowledged_deposit_in_cuenta_txt(
+    make_bank: Callable[..., RunningBank],
+) -> None:
+    """Ctrl+C while 4 ATM processes deposit: after the stop, cuenta.txt holds every acknowledged deposit and
+    agrees with the bank restarted on it; retrying every id is 'repetida' for each acknowledged one."""
+    bank = make_bank()
+    rng = random.Random(5)
+    plans = [[(cents(rng), uuid.uuid4().hex) for _ in range(80)] for _ in range(4)]
+    atms = [start_atm(bank, GUSTAVO, plan, pausa=0.01) for plan in plans]
+    try:
+        deadline = time.monotonic() + 30
+        while sum(len(atm.acked()) for atm in atms) < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert bank.stop() == 0
+        for atm in atms:
+            atm.wait(30)
+    finally:
+        for atm in atms:
+            atm.end()
+    acked = {line["id"]: Decimal(line["monto"]) for atm in atms for line in atm.acked()}
+    assert 40 <= len(acked) < 320, "the stop did not happen mid-traffic"
+    in_ledger = parse_ledger_file(bank.ledger_path)[GUSTAVO.tarjeta]["saldo"]
+    assert in_ledger >= Decimal(GUSTAVO.saldo) + sum(acked.values()), "an acknowledged deposit is not in cuenta.txt"
+
+    bank.start()  # with the journal: the bank agrees with cuenta.txt
+    assert balance(bank, GUSTAVO) == in_ledger
+    with session(bank, GUSTAVO) as client:
+        for plan in plans:
+            for monto, tx in plan:
+                response = client.request({"op": "DEPOSITAR", "monto": monto, "id": tx})
+                assert response["ok"] is True, response
+                if tx in acked:
+                    assert response.get("repetida") is True, response
+        assert Decimal(client.saldo()) == Decimal(GUSTAVO.saldo) + sum(Decimal(m) for plan in plans for m, _ in plan)
+
+
 @pytest.mark.timeout(60)
 def test_graceful_stop_leaves_cuenta_txt_complete(make_bank: Callable[..., RunningBank]) -> None:
     """After a clean stop cuenta.txt alone (parsed here per LEDGER.md) is the bank: delete every other file,
