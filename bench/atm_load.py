@@ -219,6 +219,17 @@ def server_cpu(server_pid: int) -> dict[int, float]:
     return out
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used so far (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
 def smaps_rollup(pid: int) -> dict[str, int]:
     """kB figures from /proc/PID/smaps_rollup (Rss, Pss, Private_*)."""
     out: dict[str, int] = {}
@@ -364,12 +375,14 @@ def run_load(
         window_start = start_at.value + warm
         time.sleep(max(0.0, window_start - time.monotonic()))
         cpu0 = server_cpu(server.pid)
+        busy0 = machine_busy_seconds()
         if on_window is not None:
             on_window()
         time.sleep(max(0.0, window_start + window / 2 - time.monotonic()))
         extra["memory"] = memory_snapshot(server.pid)
         time.sleep(max(0.0, window_start + window - time.monotonic()))
         cpu1 = server_cpu(server.pid)
+        busy1 = machine_busy_seconds()
         deadline = time.monotonic() + 120
         while len(reports) < n_atms and time.monotonic() < deadline:
             try:
@@ -417,6 +430,10 @@ def run_load(
         "server_cpu_ms_per_tx": round(1000 * server_cpu_s / in_window, 3) if in_window else None,
         "server_cpu_cores": round(server_cpu_s / window, 2),
         "client_cpu_cores": round(client_cpu_s / window, 2),
+        "machine_busy_cores": round((busy1 - busy0) / window, 2),
+        # whatever else ran on the machine meanwhile (other people's tests...): noise in this point
+        "other_cpu_cores": round(max(0.0, (busy1 - busy0) - server_cpu_s - client_cpu_s) / window, 2),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
         **extra,
     }
 

@@ -156,17 +156,17 @@ def run_ledger_size(
     return out
 
 
-def run_start_method(tmp: Path, method: str, warm: float, window: float, n_setup: int) -> dict[str, Any]:
+def run_start_method(tmp: Path, method: str, accounts: int, warm: float, window: float, n_setup: int) -> dict[str, Any]:
     """Handler start-up under another start method (forkserver, spawn): set-up time and a 16-ATM run."""
-    folder = tmp / f"banco-{method}"
+    folder = tmp / f"banco-{method}-{accounts}"
     folder.mkdir()
-    atm_load.write_bench_ledger(folder, 100)
+    atm_load.write_bench_ledger(folder, accounts)
     server = BenchServer(folder, start_method=method)
-    out: dict[str, Any] = {"start_method": method, "accounts": 100}
+    out: dict[str, Any] = {"start_method": method, "accounts": accounts}
     try:
         out["startup_s"] = round(server.start(), 3)
-        out["setup"] = atm_load.measure_setup(server, n_setup, 5, atm_load.card_number(0))
-        point = atm_load.run_load(server, 16, atm_load.cards_for(16, 100), warm, window)
+        out["setup"] = atm_load.measure_setup(server, n_setup, min(5, n_setup), atm_load.card_number(0))
+        point = atm_load.run_load(server, 16, atm_load.cards_for(16, accounts), warm, window)
         totals = point.pop("ok_by_card")
         out["load16"] = point
         server.stop()
@@ -178,7 +178,8 @@ def run_start_method(tmp: Path, method: str, warm: float, window: float, n_setup
         )
         s = out["setup"]
         say(
-            f"  --inicio {method:<10}: sesión p50 {s['setup_p50_ms']} ms p99 {s['setup_p99_ms']} ms; "
+            f"  --inicio {method:<10} {accounts:>7,} cuentas: arranque {out['startup_s']:.2f} s, "
+            f"sesión p50 {s['setup_p50_ms']} ms p99 {s['setup_p99_ms']} ms; "
             f"16 cajeros {point['tx_per_s']} tx/s p99 {point['p99_ms']} ms; "
             f"saldos {'correctos' if not out['balance_mismatches'] else 'INCORRECTOS'}"
         )
@@ -194,7 +195,8 @@ def run_start_method(tmp: Path, method: str, warm: float, window: float, n_setup
 # -- reporting ------------------------------------------------------------------------------------------
 HEADER = (
     f"{'cuentas':>8} {'cajeros':>7} {'tx/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-    f"{'CPU srv ms/tx':>13} {'núcleos srv':>11} {'núcleos ATM':>11} {'PSS manej. MiB':>14} {'errores':>7}"
+    f"{'CPU srv ms/tx':>13} {'núcleos srv':>11} {'núcleos ATM':>11} {'núcleos resto':>13} {'PSS manej. MiB':>14} "
+    f"{'errores':>7}"
 )
 
 
@@ -208,7 +210,8 @@ def row(p: dict[str, Any]) -> str:
     return (
         f"{p['accounts']:>8,} {p['atms']:>7} {_f(p['tx_per_s']):>8} {_f(p['p50_ms'], 2):>7} {_f(p['p99_ms'], 2):>7} "
         f"{_f(p['max_ms'], 1):>7} {_f(p['server_cpu_ms_per_tx'], 3):>13} {_f(p['server_cpu_cores'], 2):>11} "
-        f"{_f(p['client_cpu_cores'], 2):>11} {_f(mem.get('handler_pss_mib'), 1):>14} {errors:>7}"
+        f"{_f(p['client_cpu_cores'], 2):>11} {_f(p.get('other_cpu_cores'), 2):>13} "
+        f"{_f(mem.get('handler_pss_mib'), 1):>14} {errors:>7}"
     )
 
 
@@ -289,7 +292,8 @@ def print_report(results: dict[str, Any]) -> None:
         f"Carga media de la máquina (1/5/15 min) al empezar {results['loadavg_start']}, al terminar "
         f"{results['loadavg_end']}: otros procesos ajenos al bench también usan los núcleos si es > 0."
     )
-    say("Nota: los procesos ATM y el servidor comparten los núcleos; 'núcleos ATM' es lo que se llevó la carga.")
+    say("Nota: los procesos ATM y el servidor comparten los núcleos; 'núcleos ATM' es lo que se llevó la carga;")
+    say("'núcleos resto': CPU del núcleo (softirq de red, jbd2) y de procesos ajenos al bench (ruido).")
     say()
     say("Depósitos durables (DEPOSITAR confirmado tras fsync) por segundo, ida y vuelta vista por el cajero:")
     say(HEADER)
@@ -388,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     window = args.ventana or (3.0 if quick else 5.0)
     warm = args.calentamiento if args.calentamiento is not None else (1.0 if quick else 1.5)
     n_setup, n_login = (20, 10) if quick else (50, 20)
-    methods = [] if quick or args.sin_inicios else ["forkserver", "spawn"]
+    methods = (
+        []
+        if quick or args.sin_inicios
+        else [("forkserver", min(sizes), 20), ("spawn", min(sizes), 20), ("spawn", max(sizes), 5)]
+    )
     tmp = Path(tempfile.mkdtemp(prefix="cajero-bench-"))
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -434,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             results["costs"] = costs.measure(sizes, 500 if quick else 1000, say)
         results["start_methods"] = []
         if methods:
-            say("Otros métodos de inicio de manejadores (100 cuentas):")
-            results["start_methods"] = [run_start_method(tmp, m, warm, 3.0, 20) for m in methods]
+            say("Otros métodos de inicio de manejadores:")
+            results["start_methods"] = [run_start_method(tmp, m, a, warm, 3.0, k) for m, a, k in methods]
         if args.sin_pgbench:
             results["pgbench"] = {"skipped": "--sin-pgbench"}
         else:
