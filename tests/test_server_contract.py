@@ -367,7 +367,9 @@ def test_deposit_and_withdraw(bank: RunningBank) -> None:
         response = assert_ok(client.request({"op": "RETIRAR", "monto": "0.5", "id": "r_1"}))
         assert response == {"ok": True, "id": "r_1", "saldo": "999.50"}
         assert client.saldo() == "999.50"
-    assert balance(bank, JUAN) == Decimal("999.50")
+        for tx in ("a" * 64, "-", "_", "Z9-_z"):  # the whole id alphabet, and its longest
+            assert assert_ok(client.request({"op": "DEPOSITAR", "monto": "0.01", "id": tx}))["id"] == tx
+    assert balance(bank, JUAN) == Decimal("999.54")
 
 
 def test_exact_decimal_arithmetic(bank: RunningBank) -> None:

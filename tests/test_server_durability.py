@@ -619,6 +619,37 @@ def test_broken_ledger_line_stops_the_server(tmp_path: Path, problem: str) -> No
 
 
 @pytest.mark.timeout(60)
+def test_ledger_with_a_very_large_balance(tmp_path: Path) -> None:
+    """LEDGER.md puts no upper bound on ``saldo`` ("a decimal with exactly two decimals, zero or more").
+    The server must either serve such a balance exactly, or refuse to start with a message naming the file
+    and the line; a crash with a traceback is neither. (Found: 27 integer digits crash the start-up in
+    common.money.format_amount with decimal.InvalidOperation: Decimal's default 28-digit context.)"""
+    folder = tmp_path / "grande"
+    folder.mkdir()
+    huge = "9" * 27 + ".99"
+    write_ledger(folder, (JUAN, DemoAccount("123412341234", "Fortuna", huge, "1234")))
+    write_key(folder)
+    before = (folder / "cuenta.txt").read_bytes()
+    bank = RunningBank(folder, [])
+    try:
+        bank.start()
+    except RuntimeError:
+        bank._cleanup()
+        said = bank.stderr_text()
+        assert "Traceback" not in said, said[-1500:]
+        assert "cuenta.txt" in said and re.search(r"(l[ií]nea|line)\s*:?\s*3\b", said, re.IGNORECASE), said
+        assert (folder / "cuenta.txt").read_bytes() == before
+        return
+    try:
+        with open_session(bank.port, TEST_PSK, "123412341234", "1234") as client:
+            assert client.saldo() == huge
+            response = client.request({"op": "RETIRAR", "monto": "0.99", "id": "g1"})
+            assert response.get("saldo") == "9" * 27 + ".00", response
+    finally:
+        bank.stop()
+
+
+@pytest.mark.timeout(60)
 def test_ledger_that_is_not_utf8_stops_the_server(tmp_path: Path) -> None:
     folder = tmp_path / "latin1"
     folder.mkdir()
