@@ -89,6 +89,8 @@ class CajeroApp:
         self.f_estado = tkfont.Font(root, family=sans, size=-14)
         self.f_marca = tkfont.Font(root, family=sans, size=-24, weight="bold")
         self.f_marca_sub = tkfont.Font(root, family=sans, size=-13)
+        # One font object for measuring, reused: Tk objects must never be freed outside the Tk thread.
+        self.f_medida = tkfont.Font(root, family=mono, size=-20, weight="bold")
         self._estilos()
         self._construir()
         self._atajos()
@@ -345,7 +347,8 @@ class CajeroApp:
             def tamano(alto: float, ancho: float) -> float:
                 return min(tope, alto / (len(lineas) * 1.35), ancho / (largo * 0.62))
 
-            medida = tkfont.Font(self.root, font=f_lado)
+            medida = self.f_medida
+            medida.configure(size=f_lado[1])
             usados = [f"◀ {t}" for t in (*v.izquierda, *v.derecha) if t]
             lado = max((medida.measure(t) for t in usados), default=0)
             px = tamano(abajo - arriba, max(w * 0.3, w - 2 * margen - (2 * (lado + w * 0.03) if lado else 0)))

@@ -9,6 +9,7 @@ packages ``xvfb``, ``xdotool`` and ``x11-apps`` so that on CI they run.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import shutil
@@ -123,6 +124,7 @@ class App:
     def close(self) -> None:
         self.app.cerrar()
         assert not self.worker.vivo
+        del self.app, self.root
 
 
 @pytest.fixture
@@ -137,6 +139,10 @@ def make_app(display: str, tmp_path: Path) -> Iterator[Any]:
     yield factory
     for app in apps:
         app.close()
+    # Tk objects live in reference cycles (callbacks hold the app). Free them here, in the
+    # Tk thread: a garbage collection run later by another thread would make Tcl abort.
+    apps.clear()
+    gc.collect()
 
 
 def _bank_state(bank: RunningBank) -> dict[str, Any]:
