@@ -119,6 +119,8 @@ def test_identificar_ok_returns_titular(bank: RunningBank) -> None:
 
 
 def test_identificar_unknown_card_is_tarjeta_invalida(bank: RunningBank) -> None:
+    """Server decision ("one card per connection" is read as "one *identified* card"): after a failed
+    IDENTIFICAR the same connection may try another card."""
     with session(bank) as client:
         assert_error(client.identify(UNKNOWN_CARD, "1234"), "TARJETA_INVALIDA")
         assert_ok(client.identify(MARIA.tarjeta, MARIA.pin))  # the connection goes on

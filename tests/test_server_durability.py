@@ -214,6 +214,28 @@ def test_handshake_time_limit(make_bank: Callable[..., RunningBank]) -> None:
     assert balance(bank, JUAN) == Decimal(JUAN.saldo)
 
 
+@pytest.mark.timeout(40)
+def test_handshake_time_limit_counts_the_wait_for_a_slot(make_bank: Callable[..., RunningBank]) -> None:
+    """PROTOCOL.md section 7: a connection that has not completed the handshake within 10 s is closed.
+    A connection that first waited for a free slot (--max-cajeros) must not get a fresh 10 s afterwards.
+    (Found: the handler starts its 10 s when it picks the connection up, so a silent connection that waited
+    2.5 s in the line is closed about 12.5 s after it connected.)"""
+    bank = make_bank(extra_args=("--max-cajeros", "1"))
+    held = session(bank, JUAN)
+    silent = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+    started = time.monotonic()
+    try:
+        time.sleep(2.5)
+        held.close()  # the slot frees; the silent connection is picked up
+        data, closed = silent.read_until_closed(20)
+        elapsed = time.monotonic() - started
+    finally:
+        held.close()
+        silent.close()
+    assert data == b"" and closed
+    assert elapsed <= 11.0, f"a connection without a handshake was closed {elapsed:.1f} s after it connected"
+
+
 # -- concurrency ------------------------------------------------------------------------------------------------
 @pytest.mark.timeout(120)
 def test_sixteen_atm_processes_deposit_into_one_account(make_bank: Callable[..., RunningBank]) -> None:
