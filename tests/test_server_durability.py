@@ -418,6 +418,29 @@ def test_retry_across_a_restart_is_repetida(make_bank: Callable[..., RunningBank
         assert client.saldo() == "860.00"
 
 
+@pytest.mark.timeout(60)
+def test_retry_is_repetida_even_where_a_new_request_would_be_refused(make_bank: Callable[..., RunningBank]) -> None:
+    """An applied transaction's retry answers the original result, whatever changed since: the balance
+    (FONDOS_INSUFICIENTES now), the day's total (LIMITE_DIARIO now), or the per-operation maximum the bank
+    was restarted with (MONTO_INVALIDO now). Otherwise an ATM whose reply was lost would tell the customer
+    the withdrawal failed although the money left the account. (Found: rules.decide_movement checks the
+    per-operation maximum before looking the id up, so the last retry gets MONTO_INVALIDO.)"""
+    bank = make_bank(extra_args=("--limite-diario", "820.00"))
+    with session(bank, JUAN) as client:
+        assert client.request({"op": "RETIRAR", "monto": "820.00", "id": "todo"})["saldo"] == "0.00"
+        again = client.request({"op": "RETIRAR", "monto": "820.00", "id": "todo"})
+        assert again == {"ok": True, "id": "todo", "saldo": "0.00", "repetida": True}
+    with session(bank, MARIA) as client:
+        assert client.request({"op": "DEPOSITAR", "monto": "5000.00", "id": "grande"})["saldo"] == "20250.50"
+    assert bank.stop() == 0
+    bank.args = ["--max-operacion", "1000.00"]
+    bank.start()
+    with session(bank, MARIA) as client:
+        again = client.request({"op": "DEPOSITAR", "monto": "5000.00", "id": "grande"})
+        assert again == {"ok": True, "id": "grande", "saldo": "20250.50", "repetida": True}
+        assert client.saldo() == "20250.50"
+
+
 @pytest.mark.timeout(120)
 def test_kill_during_deposits_loses_no_acknowledged_one(make_bank: Callable[..., RunningBank]) -> None:
     bank = make_bank()
