@@ -25,145 +25,30 @@ amounts are whole pesos.
 
 from __future__ import annotations
 
-import enum
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from common.messages import mask_card
-from common.money import format_amount, format_for_people
-
-DIGITOS = "0123456789"
-ACEPTAR = "ACEPTAR"
-CANCELAR = "CANCELAR"
-BORRAR = "BORRAR"
-LATERALES = ("F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8")
-TECLAS = (*DIGITOS, ACEPTAR, CANCELAR, BORRAR, *LATERALES)
-
-Comando = tuple[str, dict[str, Any]]
-
-
-class Pantalla(enum.Enum):
-    BIENVENIDA = "bienvenida"
-    PIN = "pin"
-    MENU = "menu"
-    ESPERA = "espera"
-    RESULTADO = "resultado"
-    RECIBO = "recibo"
-    DEPOSITO_MONTO = "deposito_monto"
-    DEPOSITO_CONFIRMAR = "deposito_confirmar"
-    RETIRO_MONTO = "retiro_monto"
-    RETIRO_CONFIRMAR = "retiro_confirmar"
-    PIN_ACTUAL = "pin_actual"
-    PIN_NUEVO = "pin_nuevo"
-    PIN_REPETIR = "pin_repetir"
-    MAS_TIEMPO = "mas_tiempo"
-    RETIRE_TARJETA = "retire_tarjeta"
-    FUERA_SERVICIO = "fuera_servicio"
-
-
-# Screens on which a customer who walks away is asked "¿Necesita más tiempo?".
-_CON_INACTIVIDAD = frozenset(
-    {
-        Pantalla.PIN,
-        Pantalla.MENU,
-        Pantalla.RESULTADO,
-        Pantalla.RECIBO,
-        Pantalla.DEPOSITO_MONTO,
-        Pantalla.DEPOSITO_CONFIRMAR,
-        Pantalla.RETIRO_MONTO,
-        Pantalla.RETIRO_CONFIRMAR,
-        Pantalla.PIN_ACTUAL,
-        Pantalla.PIN_NUEVO,
-        Pantalla.PIN_REPETIR,
-        Pantalla.FUERA_SERVICIO,
-    }
+from atm_gui import pantallas
+from atm_gui.modelo import (
+    ACEPTAR,
+    BORRAR,
+    CANCELAR,
+    CON_INACTIVIDAD,
+    DIGITOS,
+    LATERALES,
+    TECLAS,
+    Ajustes,
+    Comando,
+    Pantalla,
+    Vista,
 )
+from atm_gui.textos import Resultado, intentos, lineas_recibo, pesos, resultado_de
+from common.money import format_amount
 
-_PIN_PANTALLAS = frozenset({Pantalla.PIN, Pantalla.PIN_ACTUAL, Pantalla.PIN_NUEVO, Pantalla.PIN_REPETIR})
-
-MENU_OPCIONES = (
-    ("1", "Consultar saldo"),
-    ("2", "Depositar"),
-    ("3", "Retirar"),
-    ("4", "Movimientos"),
-    ("5", "Cambiar PIN"),
-    ("6", "Salir"),
-)
-
-MOTIVOS = {
-    "inalcanzable": ("No hay comunicación con el banco.", "Reintentando automáticamente…"),
-    "perdida": ("Se perdió la comunicación con el banco.", "Reintentando automáticamente…"),
-    "llave": ("Este cajero no tiene la llave del banco.", "Avise al personal del banco."),
-}
-
-
-@dataclass(frozen=True)
-class Ajustes:
-    """What a bank may configure per ATM (read from ``atm.ini`` by ``config``)."""
-
-    banco: str = "Banco del Sur"
-    cajero_id: str = "CAJERO-01"
-    billete_minimo: Decimal = Decimal(100)
-    montos_rapidos: tuple[Decimal, ...] = tuple(Decimal(x) for x in (100, 200, 500, 1000, 2000, 5000))
-    inactividad: float = 30.0
-    cuenta_regresiva: float = 15.0
-    retire_tarjeta: float = 4.0
-    digitos_monto: int = 7
-
-
-@dataclass(frozen=True)
-class Vista:
-    """Everything the screen shows, as plain data: the view only paints it."""
-
-    pantalla: str
-    titulo: str
-    subtitulo: str = ""
-    lineas: tuple[str, ...] = ()
-    izquierda: tuple[str, str, str, str] = ("", "", "", "")
-    derecha: tuple[str, str, str, str] = ("", "", "", "")
-    etiqueta: str = ""
-    entrada: str | None = None
-    aviso: str = ""
-    ayuda: str = ""
-    tabla: bool = False  # monospaced lines (movements, receipts)
-
-
-@dataclass
-class _Resultado:
-    """The outcome of one operation, kept for the receipt."""
-
-    titulo: str
-    lineas: list[str]
-    operacion: str
-    monto: Decimal | None = None
-    saldo: Decimal | None = None
-    folio: str = ""
-    extra: list[str] = field(default_factory=list)
-
-
-def _intentos(n: Any) -> str:
-    if isinstance(n, int) and not isinstance(n, bool):
-        return "Le queda 1 intento." if n == 1 else f"Le quedan {n} intentos."
-    return ""
-
-
-def _decimal(text: Any) -> Decimal | None:
-    try:
-        return Decimal(str(text))
-    except (ArithmeticError, ValueError):
-        return None
-
-
-def _pesos(value: Decimal | None) -> str:
-    return format_for_people(value) if value is not None else "—"
-
-
-def _agrupar_tarjeta(digitos: str) -> str:
-    return " ".join(digitos[i : i + 4] for i in range(0, len(digitos), 4))
+__all__ = ["ACEPTAR", "BORRAR", "CANCELAR", "DIGITOS", "LATERALES", "TECLAS", "Ajustes", "Pantalla", "Sesion", "Vista"]
 
 
 class Sesion:
@@ -230,7 +115,7 @@ class Sesion:
             self.pantalla = Pantalla.BIENVENIDA
         elif self.pantalla is Pantalla.MAS_TIEMPO and ahora >= self._hasta:
             self._terminar(ahora)
-        elif self.pantalla in _CON_INACTIVIDAD and ahora - self._ultima >= self.aj.inactividad:
+        elif self.pantalla in CON_INACTIVIDAD and ahora - self._ultima >= self.aj.inactividad:
             self._previa = self.pantalla
             self.pantalla = Pantalla.MAS_TIEMPO
             self._hasta = ahora + self.aj.cuenta_regresiva
@@ -341,7 +226,7 @@ class Sesion:
         if monto <= 0:
             self._aviso = "Teclee un monto mayor que cero."
         elif monto % nota != 0:
-            self._aviso = f"El monto debe ser múltiplo de {_pesos(nota)} (el billete más chico de este cajero)."
+            self._aviso = f"El monto debe ser múltiplo de {pesos(nota)} (el billete más chico de este cajero)."
             self._entrada = ""
         else:
             self._monto = monto
@@ -466,50 +351,12 @@ class Sesion:
                 self._aviso = f"Bienvenido(a), {self._titular}" if self._titular else ""
             elif error == "PIN_INCORRECTO":
                 self._ir(Pantalla.PIN)
-                self._aviso = f"PIN incorrecto. {_intentos(respuesta.get('intentos_restantes'))}".strip()
+                self._aviso = f"PIN incorrecto. {intentos(respuesta.get('intentos_restantes'))}".strip()
             else:
                 self._terminar(ahora, mensaje)
             return
-        self._resultado = self._resultado_de(op, pendiente, respuesta, ok, mensaje)
+        self._resultado = resultado_de(op, pendiente, respuesta, ok, mensaje, self._titular)
         self._ir(Pantalla.RESULTADO)
-
-    def _resultado_de(
-        self, op: str, pendiente: dict[str, Any], respuesta: dict[str, Any], ok: bool, mensaje: str
-    ) -> _Resultado:
-        saldo = _decimal(respuesta.get("saldo")) if ok else None
-        if op == "CONSULTAR":
-            if not ok:
-                return _Resultado("Consulta no realizada", [mensaje], "Consulta de saldo")
-            return _Resultado(
-                "Consulta de saldo",
-                [str(respuesta.get("titular", self._titular)), f"Saldo disponible: {_pesos(saldo)}"],
-                "Consulta de saldo",
-                saldo=saldo,
-            )
-        if op in ("DEPOSITAR", "RETIRAR"):
-            nombre = "Depósito" if op == "DEPOSITAR" else "Retiro"
-            monto = _decimal(pendiente["monto"])
-            folio = str(pendiente["id"])
-            if not ok:
-                return _Resultado(f"{nombre} no realizado", [mensaje], nombre, monto=monto, folio=folio)
-            lineas = [f"Monto: {_pesos(monto)}", f"Nuevo saldo: {_pesos(saldo)}"]
-            if op == "RETIRAR":
-                lineas.insert(0, "Tome su efectivo.")
-            return _Resultado(f"{nombre} realizado", lineas, nombre, monto=monto, saldo=saldo, folio=folio)
-        if op == "MOVIMIENTOS":
-            if not ok:
-                return _Resultado("Movimientos no disponibles", [mensaje], "Movimientos")
-            movs = respuesta.get("movimientos")
-            filas = [_fila_movimiento(m) for m in movs if isinstance(m, dict)] if isinstance(movs, list) else []
-            if not filas:
-                filas = ["No hay movimientos registrados."]
-            return _Resultado("Últimos movimientos", filas[:10], "Movimientos")
-        # CAMBIAR_PIN
-        if ok:
-            lineas = ["Su PIN fue cambiado.", "Use el PIN nuevo a partir de ahora."]
-            return _Resultado("PIN cambiado", lineas, "Cambio de PIN")
-        extra = _intentos(respuesta.get("intentos_restantes")) if error_es(respuesta, "PIN_INCORRECTO") else ""
-        return _Resultado("PIN no cambiado", [m for m in (mensaje, extra) if m], "Cambio de PIN")
 
     # -- helpers ---------------------------------------------------------------------
     def _comando(self, kind: str, **payload: Any) -> None:
@@ -544,7 +391,7 @@ class Sesion:
         self._pin_nuevo = ""
         self._monto: Decimal | None = None
         self._pendiente: dict[str, Any] | None = None
-        self._resultado: _Resultado | None = None
+        self._resultado: Resultado | None = None
         self._recibo: list[str] = []
         self._recibo_estado = ""
         self._espera = ""
@@ -566,186 +413,12 @@ class Sesion:
         r = self._resultado
         assert r is not None
         fecha = self._reloj()
-        lineas = [
-            self.aj.banco.upper().center(34),
-            "",
-            f"Fecha:     {fecha:%d/%m/%Y}",
-            f"Hora:      {fecha:%H:%M:%S}",
-            f"Cajero:    {self.aj.cajero_id}",
-            f"Tarjeta:   {mask_card(self._tarjeta)}",
-            f"Operación: {r.operacion}",
-        ]
-        if r.monto is not None:
-            lineas.append(f"Monto:     {_pesos(r.monto)}")
-        if r.saldo is not None:
-            lineas.append(f"Saldo:     {_pesos(r.saldo)}")
-        if r.folio:
-            lineas.append(f"Folio:     {r.folio}")
-        if r.titulo.endswith("no realizado") or r.operacion in ("Movimientos", "Cambio de PIN"):
-            lineas += ["", *r.lineas]
-        lineas += ["", "Gracias por su preferencia.".center(34)]
+        lineas = lineas_recibo(self.aj, fecha, self._tarjeta, r)
         self._recibo = lineas
         self._recibo_estado = "Guardando recibo…"
         nombre = f"recibo-{fecha:%Y%m%d-%H%M%S}-{(r.folio or self._nuevo_id())[:8]}.txt"
         self._comando("recibo", nombre=nombre, texto="\n".join(lineas) + "\n")
 
-    # -- what the screen shows ------------------------------------------------------
     def vista(self, ahora: float) -> Vista:
-        p = self.pantalla
-        banco = self.aj.banco
-        aviso = self._aviso
-        if p is Pantalla.BIENVENIDA:
-            if not self.en_linea:
-                linea1, linea2 = MOTIVOS.get(self.motivo_fuera, MOTIVOS["inalcanzable"])
-                return Vista(p.value, "Fuera de servicio", banco, (linea1, linea2, "Disculpe las molestias."))
-            return Vista(
-                p.value,
-                banco,
-                "Inserte su tarjeta",
-                ("Teclee el número de su tarjeta", "y oprima ACEPTAR."),
-                etiqueta="Tarjeta:",
-                entrada=_agrupar_tarjeta(self._entrada),
-                aviso=aviso,
-                ayuda="ACEPTAR continuar · BORRAR corregir",
-            )
-        if p is Pantalla.PIN:
-            return Vista(
-                p.value,
-                banco,
-                "Teclee su PIN",
-                ("Cubra el teclado al teclear su PIN.",),
-                etiqueta="PIN:",
-                entrada="●" * len(self._entrada),
-                aviso=aviso,
-                ayuda="ACEPTAR continuar · CANCELAR salir",
-            )
-        if p is Pantalla.MENU:
-            e = [f"{n} · {t}" for n, t in MENU_OPCIONES[:4]]
-            d = [f"{t} · {n}" for n, t in MENU_OPCIONES[4:]]
-            return Vista(
-                p.value,
-                banco,
-                "Seleccione una operación",
-                (),
-                (e[0], e[1], e[2], e[3]),
-                (d[0], d[1], "", ""),
-                aviso=aviso,
-                ayuda="Oprima la tecla lateral o el número",
-            )
-        if p is Pantalla.ESPERA:
-            return Vista(p.value, self._espera or "Procesando…", "Por favor espere", ("",), aviso=aviso)
-        if p is Pantalla.DEPOSITO_MONTO:
-            return Vista(
-                p.value,
-                "Depósito",
-                "Teclee el monto a depositar",
-                ("Solo pesos completos.",),
-                derecha=("", "", "", "Regresar"),
-                etiqueta="Monto:",
-                entrada=_pesos(Decimal(self._entrada or "0")),
-                aviso=aviso,
-                ayuda="ACEPTAR continuar · BORRAR corregir",
-            )
-        if p is Pantalla.RETIRO_MONTO:
-            rapidos = [_pesos(m) for m in self._montos_rapidos()] + [""] * 8
-            return Vista(
-                p.value,
-                "Retiro",
-                "Elija o teclee el monto",
-                (f"Múltiplos de {_pesos(self.aj.billete_minimo)}",),
-                (rapidos[0], rapidos[1], rapidos[2], rapidos[3]),
-                (rapidos[4], rapidos[5], rapidos[6], "Regresar"),
-                etiqueta="Monto:",
-                entrada=_pesos(Decimal(self._entrada or "0")),
-                aviso=aviso,
-                ayuda="ACEPTAR continuar · BORRAR corregir",
-            )
-        if p in (Pantalla.DEPOSITO_CONFIRMAR, Pantalla.RETIRO_CONFIRMAR):
-            nombre = "depósito" if p is Pantalla.DEPOSITO_CONFIRMAR else "retiro"
-            return Vista(
-                p.value,
-                f"Confirme su {nombre}",
-                "",
-                (f"Monto: {_pesos(self._monto)}", "", "¿Es correcto?"),
-                ("", "", "", "Corregir"),
-                ("", "", "", "Confirmar"),
-                aviso=aviso,
-                ayuda="ACEPTAR confirmar · CANCELAR salir",
-            )
-        if p in _PIN_PANTALLAS:
-            subtitulos = {
-                Pantalla.PIN_ACTUAL: "Teclee su PIN actual",
-                Pantalla.PIN_NUEVO: "Teclee su PIN nuevo (4 a 6 dígitos)",
-                Pantalla.PIN_REPETIR: "Teclee otra vez su PIN nuevo",
-            }
-            return Vista(
-                p.value,
-                "Cambio de PIN",
-                subtitulos[p],
-                (),
-                etiqueta="PIN:",
-                entrada="●" * len(self._entrada),
-                aviso=aviso,
-                ayuda="ACEPTAR continuar · CANCELAR salir",
-            )
-        if p is Pantalla.RESULTADO:
-            r = self._resultado
-            assert r is not None
-            return Vista(
-                p.value,
-                r.titulo,
-                "",
-                tuple(r.lineas),
-                ("", "", "", "Recibo"),
-                ("", "", "", "Menú"),
-                aviso=aviso,
-                ayuda="ACEPTAR menú · CANCELAR terminar",
-                tabla=r.operacion == "Movimientos",
-            )
-        if p is Pantalla.RECIBO:
-            return Vista(
-                p.value,
-                "Su recibo",
-                self._recibo_estado,
-                tuple(self._recibo),
-                derecha=("", "", "", "Menú"),
-                ayuda="ACEPTAR menú · CANCELAR terminar",
-                tabla=True,
-            )
-        if p is Pantalla.MAS_TIEMPO:
-            restante = max(0, int(self._hasta - ahora + 0.999))
-            return Vista(
-                p.value,
-                "¿Necesita más tiempo?",
-                "",
-                (f"Su sesión terminará en {restante} s.",),
-                ("", "", "", "No"),
-                ("", "", "", "Sí"),
-                ayuda="ACEPTAR sí · CANCELAR no",
-            )
-        if p is Pantalla.RETIRE_TARJETA:
-            lineas = (self._mensaje_final,) if self._mensaje_final else ()
-            return Vista(p.value, "Retire su tarjeta", "Gracias por usar " + banco, (*lineas, "", "Hasta pronto."))
-        # FUERA_SERVICIO during a session
-        linea1, linea2 = MOTIVOS.get(self._motivo, MOTIVOS["inalcanzable"])
-        return Vista(p.value, "Fuera de servicio", banco, (linea1, linea2), ayuda="CANCELAR terminar")
-
-
-def error_es(respuesta: dict[str, Any], code: str) -> bool:
-    return respuesta.get("ok") is False and respuesta.get("error") == code
-
-
-def _fila_movimiento(m: dict[str, Any]) -> str:
-    """One movement as a fixed-width row: date, kind, signed amount, balance after."""
-    fecha_txt = str(m.get("fecha", ""))
-    try:
-        # Python 3.10 does not parse a trailing "Z".
-        fecha = datetime.fromisoformat(fecha_txt.replace("Z", "+00:00")).strftime("%d/%m/%y %H:%M")
-    except ValueError:
-        fecha = fecha_txt[:14]
-    deposito = m.get("tipo") == "DEPOSITO"
-    tipo = "Depósito" if deposito else "Retiro"
-    monto = _decimal(m.get("monto"))
-    signo = "+" if deposito else "-"
-    importe = f"{signo}{_pesos(monto)}"
-    return f"{fecha:<14} {tipo:<8} {importe:>13} {_pesos(_decimal(m.get('saldo'))):>14}"
+        """What the screen shows now (``ahora`` drives the countdown)."""
+        return pantallas.construir(self, ahora)
