@@ -664,6 +664,31 @@ def test_broken_ledger_line_stops_the_server(tmp_path: Path, problem: str) -> No
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("upper", [False, True], ids=["lower-hex", "upper-hex"])
+def test_ledger_pin_field_from_the_contract_vectors(tmp_path: Path, upper: bool) -> None:
+    """A ledger written by another tool, with vectors.json's PIN field (N=16384), is served: PIN 1234 works."""
+    vectors = json.loads((Path(__file__).with_name("vectors.json")).read_text(encoding="utf-8"))
+    pin_field = vectors["pin_hash"]["field"]
+    if upper:
+        kind, rest = pin_field.split("$", 1)
+        pin_field = kind + "$" + rest.upper()
+    folder = tmp_path / "vector"
+    folder.mkdir()
+    (folder / "cuenta.txt").write_text(f"123456789012|Vector|10.00|{pin_field}|0\n", encoding="utf-8")
+    write_key(folder)
+    bank = RunningBank(folder, [])
+    bank.start()
+    try:
+        with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+            client.handshake()
+            assert client.identify("123456789012", "4321")["error"] == "PIN_INCORRECTO"
+            assert client.identify("123456789012", vectors["pin_hash"]["pin"]) == {"ok": True, "titular": "Vector"}
+            assert client.saldo() == "10.00"
+    finally:
+        bank.stop()
+
+
+@pytest.mark.timeout(60)
 def test_ledger_with_a_very_large_balance(tmp_path: Path) -> None:
     """LEDGER.md puts no upper bound on ``saldo`` ("a decimal with exactly two decimals, zero or more").
     The server must either serve such a balance exactly, or refuse to start with a message naming the file
