@@ -282,6 +282,7 @@ class CajeroApp:
         if self.sesion.abierta:
             self.sesion.tecla(CANCELAR, self.reloj())
             self._despachar()
+        self.root.withdraw()  # gone from the screen at once, while the worker says SALIR
         if self.worker is not None:
             self.worker.detener(timeout=3.0)
         self.root.destroy()

@@ -396,14 +396,26 @@ def test_everything_the_customer_reads_is_spanish_text():
         assert v.titulo and not any("None" in t or "Traceback" in t or "Error" in t for t in textos)
 
 
+# Worker events that may arrive at any moment, besides the bank's answers.
+TROUBLE = {
+    "!sin_conexion": ("sin_conexion", {"motivo": "inalcanzable"}),
+    "!llave": ("sin_conexion", {"motivo": "llave"}),
+    "!conectado": ("conectado", {}),
+    "!reconectando": ("reconectando", {"intento": 1}),
+    "!fallo": ("fallo", {"op": "DEPOSITAR"}),
+    "!fuera": ("estado", {"en_linea": False, "motivo": "inalcanzable"}),
+    "!dentro": ("estado", {"en_linea": True}),
+}
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.sampled_from(TECLAS + ("1",) * 5 + (ACEPTAR,) * 5), max_size=60),
+    st.lists(st.sampled_from(TECLAS + ("1",) * 5 + (ACEPTAR,) * 5 + tuple(TROUBLE)), max_size=60),
     st.lists(st.floats(min_value=0, max_value=20), max_size=60),
     st.booleans(),
 )
 def test_cancelar_always_ends_on_welcome_with_nothing_pending(teclas, pausas, answer_bank):
-    """Any key sequence, any pauses, bank answering or silent: CANCELAR ends safely."""
+    """Any keys, pauses, connection trouble, bank answering or silent: CANCELAR ends safely."""
     bank = FakeBank()
     sesion = Sesion()
     ahora = 0.0
@@ -411,7 +423,11 @@ def test_cancelar_always_ends_on_welcome_with_nothing_pending(teclas, pausas, an
     for i, k in enumerate(prefix + teclas):
         ahora += pausas[i] if i < len(pausas) else 0.1
         sesion.tick(ahora)
-        sesion.tecla(k, ahora)
+        if k in TROUBLE:
+            kind, payload = TROUBLE[k]
+            sesion.evento(kind, {"sesion": sesion.numero, **payload}, ahora)
+        else:
+            sesion.tecla(k, ahora)
         if answer_bank:
             bank.responder(sesion, ahora)
         v = sesion.vista(ahora)
@@ -426,6 +442,7 @@ def test_cancelar_always_ends_on_welcome_with_nothing_pending(teclas, pausas, an
     assert abiertos == 0
     sesion.tick(ahora + 10)
     assert sesion.pantalla is Pantalla.BIENVENIDA
+    sesion.evento("estado", {"en_linea": True}, ahora + 10)
     assert sesion.vista(ahora + 10).entrada == ""
 
 
