@@ -19,14 +19,23 @@ from common.keyfile import load_key
 
 
 def _registro(cfg: config.Config) -> None:
-    """Log to a rotating file beside the data (never card numbers, PINs or the key)."""
+    """Log to a rotating file beside the data (never card numbers, PINs or the key).
+
+    Several ATM windows may share one folder (the demo opens two), so the
+    handler must rotate safely across processes: concurrent-log-handler,
+    already a dependency of the bank, does; the standard one is the fallback.
+    """
     raiz = logging.getLogger("cajero")
     raiz.setLevel(logging.INFO)
+    handler: logging.Handler
     try:
         cfg.registro.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = RotatingFileHandler(
-            cfg.registro, maxBytes=1_000_000, backupCount=3, encoding="utf-8"
-        )
+        try:
+            from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+            handler = ConcurrentRotatingFileHandler(cfg.registro, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
+        except ImportError:
+            handler = RotatingFileHandler(cfg.registro, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
     except OSError:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
