@@ -62,7 +62,9 @@ def construir(s: Sesion, ahora: float) -> Vista:
             ayuda="Oprima la tecla lateral o el número",
         )
     if p is Pantalla.ESPERA:
-        return Vista(p.value, s._espera or "Procesando…", "Por favor espere", ("",), aviso=aviso)
+        progreso = int(ahora * 2) % 4  # a slow pulse, so a long wait visibly is not a frozen screen
+        puntos = " ".join("●" if i < progreso else "○" for i in range(3))
+        return Vista(p.value, s._espera or "Procesando…", "Por favor espere", (puntos,), aviso=aviso)
     if p is Pantalla.DEPOSITO_MONTO:
         return Vista(
             p.value,

@@ -75,7 +75,9 @@ def display() -> Iterator[str]:
     if os.environ.get("DISPLAY") or os.name == "nt" or sys.platform == "darwin":
         yield os.environ.get("DISPLAY", "")
         return
-    pytest.skip("no hay pantalla: Xvfb no está instalado (apt-get install xvfb) y DISPLAY no está definido")
+    pytest.skip(
+        "no hay pantalla: Xvfb no está instalado o no arrancó (apt-get install xvfb) y DISPLAY no está definido"
+    )
 
 
 def _tk_root(display: str) -> Any:
