@@ -448,9 +448,9 @@ def test_protocol_errors_are_logged_without_key_material(bank: RunningBank) -> N
 
 
 def test_client_text_cannot_forge_log_lines(bank: RunningBank) -> None:
-    """Bug (not a contract clause): the server copies client-chosen text (the amount, the card's last digits)
-    into banco.log unescaped, so a newline in a request splits a log line and lets an ATM forge one.
-    Every log line must start with a timestamp."""
+    """Not a contract clause, but section 6 wants one log line per event: client-chosen text (an amount,
+    a card) with a newline must not split a log line and let an ATM forge one. (This failed at first:
+    the raw amount and the card's last digits were logged; fixed in bank_server/service.py.)"""
     marker = "FALSO-" + uuid.uuid4().hex[:8]
     with juan(bank) as client:
         client.request({"op": "DEPOSITAR", "monto": "5\n" + marker, "id": uuid.uuid4().hex})
