@@ -177,8 +177,8 @@ def make_worker(port: int, tmp_path: Path, psk: bytes = PSK, **kwargs: Any) -> W
     return Worker("127.0.0.1", port, cargar, tmp_path / "recibos", **kwargs)
 
 
-def wait_for(worker: Worker, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The next result of ``kind``; earlier results of other kinds are dropped."""
+def wait_for(worker: Worker, kind: str, timeout: float = 10.0, seen: list[str] | None = None) -> dict[str, Any]:
+    """The next result of ``kind``; the kinds of earlier results go to ``seen``."""
     deadline = time.monotonic() + timeout
     while True:
         restante = deadline - time.monotonic()
@@ -190,6 +190,8 @@ def wait_for(worker: Worker, kind: str, timeout: float = 10.0) -> dict[str, Any]
             continue
         if k == kind:
             return payload
+        if seen is not None:
+            seen.append(k)
 
 
 @pytest.fixture
@@ -355,3 +357,27 @@ def test_idle_probe_notices_the_bank_going_away_and_coming_back(worker_factory):
         assert wait_for(worker, "estado")["en_linea"] is False
     finally:
         bank.close()
+
+
+@pytest.mark.timeout(90)
+def test_real_bank_closing_an_idle_connection_is_transparent(tmp_path, worker_factory):
+    """The real bank drops a connection idle for 1 s; the next deposit reconnects, re-identifies, lands once."""
+    from tests.bank_fixture import start_bank
+
+    real = start_bank(tmp_path / "banco", extra_args=["--inactividad", "1"])
+    try:
+        worker = worker_factory(real.port)
+        open_session(worker)
+        time.sleep(2.0)
+        mensaje = {"op": "DEPOSITAR", "monto": "100.00", "id": "idle-1"}
+        worker.enviar("pedir", {"sesion": 1, "op": "DEPOSITAR", "mensaje": mensaje})
+        seen: list[str] = []
+        respuesta = wait_for(worker, "respuesta", timeout=30, seen=seen)["respuesta"]
+        assert respuesta["ok"] is True and respuesta["saldo"] == "234544.00"
+        assert "reconectando" in seen
+        worker.enviar("pedir", {"sesion": 1, "op": "MOVIMIENTOS", "mensaje": {"op": "MOVIMIENTOS", "n": 10}})
+        movimientos = wait_for(worker, "respuesta", timeout=30)["respuesta"]["movimientos"]
+        assert [(m["tipo"], m["monto"]) for m in movimientos] == [("DEPOSITO", "100.00")]
+        worker.enviar("cerrar", {"sesion": 1})
+    finally:
+        real.stop()
