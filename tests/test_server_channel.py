@@ -494,6 +494,17 @@ def test_idle_session_is_closed(idle_bank: RunningBank, stage: str) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_default_idle_timeout_is_not_short(bank: RunningBank) -> None:
+    """The default idle timeout is 120 s: a session idle for 2 s (or one that only finished its handshake)
+    is still served."""
+    with juan(bank) as identified, AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as fresh:
+        fresh.handshake()
+        time.sleep(2)
+        assert identified.request({"op": "CONSULTAR"})["ok"] is True
+        assert fresh.identify(JUAN.tarjeta, JUAN.pin)["ok"] is True
+
+
+@pytest.mark.timeout(30)
 def test_active_session_is_not_closed_by_the_idle_timeout(idle_bank: RunningBank) -> None:
     with open_session(idle_bank.port, TEST_PSK, JUAN.tarjeta, JUAN.pin) as client:
         for _ in range(6):

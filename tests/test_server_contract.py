@@ -481,6 +481,26 @@ def test_configured_daily_limit_across_connections(make_bank: Callable[..., Runn
         assert_error(client.request({"op": "RETIRAR", "monto": "0.01", "id": new_id()}), "LIMITE_DIARIO")
 
 
+def test_error_interno_applies_nothing(make_bank: Callable[..., RunningBank]) -> None:
+    """ERROR_INTERNO: "the server failed; nothing was applied". A balance of 26 integer digits (valid per
+    LEDGER.md) is beyond what the server's decimal context can add exactly: the deposit is either exact or
+    refused with ERROR_INTERNO, and then nothing changed and the session goes on."""
+    rich = DemoAccount("777788889999", "Rica", "9" * 26 + ".99", "1234")
+    bank = make_bank(accounts=(rich, JUAN))
+    with session(bank, rich) as client:
+        response = client.request({"op": "DEPOSITAR", "monto": "0.01", "id": "r1"})
+        if response.get("ok"):
+            assert response["saldo"] == "1" + "0" * 26 + ".00", response
+        else:
+            assert_error(response, "ERROR_INTERNO")
+            assert client.saldo() == rich.saldo
+            assert (
+                assert_ok(client.request({"op": "RETIRAR", "monto": "0.99", "id": "r2"}))["saldo"] == "9" * 26 + ".00"
+            )
+            assert client.request({"op": "MOVIMIENTOS"})["movimientos"][0]["id"] == "r2"
+            assert len(client.request({"op": "MOVIMIENTOS"})["movimientos"]) == 1
+
+
 # -- idempotency --------------------------------------------------------------------------------------------------
 def test_repeated_deposit_is_applied_once(bank: RunningBank) -> None:
     tx = new_id()
