@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from atm_gui.session import ACEPTAR, Pantalla, Sesion
+from atm_gui.session import ACEPTAR, Ajustes, Pantalla, Sesion
 from atm_gui.worker import Worker
 from tests.bank_fixture import RunningBank, server_env
 from tests.test_atm_worker import FakeBankServer
@@ -98,7 +98,7 @@ class App:
         self.root = _tk_root(display)
         self.worker = Worker("127.0.0.1", port, lambda: psk, recibos, reintento=0.3)
         self.worker.start()
-        self.sesion = Sesion()
+        self.sesion = Sesion(Ajustes(retire_tarjeta=0.5))  # a short "Retire su tarjeta" keeps tests quick
         self.app = CajeroApp(self.root, self.sesion, self.worker, destino=f"127.0.0.1:{port}")
 
     def run_until(self, cond: Any, timeout: float = 10.0) -> None:
@@ -338,3 +338,16 @@ def test_a_bug_in_a_callback_ends_the_session_but_not_the_atm(make_app, caplog):
         assert "error interno en la ventana" in caplog.text
         app.sesion.tecla("1", 0)  # the pump still runs and the window still answers
         app.run_until(lambda: app.sesion.pantalla is Pantalla.BIENVENIDA, timeout=15)
+
+
+@pytest.mark.timeout(60)
+def test_wrong_pin_and_blocked_card_at_a_real_bank(make_app, bank):
+    app = make_app(bank.port, bank.psk)
+    app.press("4000123412341234", ACEPTAR, "9999", ACEPTAR)
+    app.run_until(lambda: app.sesion.pantalla is Pantalla.PIN and "intentos" in app.sesion.vista(0).aviso)
+    assert "Le quedan 2 intentos." in app.sesion.vista(0).aviso
+    app.press("CANCELAR")
+    app.run_until(lambda: app.sesion.pantalla is Pantalla.BIENVENIDA, timeout=15)
+    app.press("6011000000000012", ACEPTAR, "1357", ACEPTAR)
+    app.run_until(lambda: app.sesion.pantalla is Pantalla.RETIRE_TARJETA)
+    assert any("bloqueada" in linea for linea in app.sesion.vista(0).lineas)
