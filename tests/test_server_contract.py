@@ -207,7 +207,8 @@ def test_identificar_after_success_is_peticion_invalida(bank: RunningBank) -> No
     with session(bank, GUSTAVO) as client:
         assert_error(client.identify(GUSTAVO.tarjeta, GUSTAVO.pin), "PETICION_INVALIDA")
         assert_error(client.identify(MARIA.tarjeta, MARIA.pin), "PETICION_INVALIDA")
-        assert_error(client.identify(MARIA.tarjeta, "0000"), "PETICION_INVALIDA")
+        for _ in range(3):  # not PIN attempts: they must not block MARIA's card
+            assert_error(client.identify(MARIA.tarjeta, "0000"), "PETICION_INVALIDA")
         response = assert_ok(client.request({"op": "CONSULTAR"}))
         assert response["titular"] == GUSTAVO.titular  # still the first card
     with session(bank, MARIA):  # and the wrong PIN after success counted nothing
@@ -625,6 +626,25 @@ def test_cambiar_pin_bad_new_pin_is_pin_invalido(bank: RunningBank, pin_nuevo: s
         )
     with session(bank, JUAN):  # the old PIN still works
         pass
+
+
+def test_three_wrong_current_pins_block_the_card_mid_session(bank: RunningBank) -> None:
+    """Server decision: wrong pin_actual values count toward the block; once blocked, the identified session
+    gets TARJETA_BLOQUEADA for every account request (SALIR still works)."""
+    with session(bank, JUAN) as client:
+        for expected in (2, 1, 0):
+            response = client.request({"op": "CAMBIAR_PIN", "pin_actual": "0000", "pin_nuevo": "1111"})
+            assert response["intentos_restantes"] == expected, response
+        for message in (
+            {"op": "CAMBIAR_PIN", "pin_actual": JUAN.pin, "pin_nuevo": "1111"},
+            {"op": "CONSULTAR"},
+            {"op": "DEPOSITAR", "monto": "1.00", "id": new_id()},
+            {"op": "MOVIMIENTOS"},
+        ):
+            assert_error(client.request(message), "TARJETA_BLOQUEADA")
+        assert client.request({"op": "SALIR"}) == {"ok": True}
+    with session(bank) as client:
+        assert_error(client.identify(JUAN.tarjeta, JUAN.pin), "TARJETA_BLOQUEADA")
 
 
 def test_cambiar_pin_wrong_current_pin(bank: RunningBank) -> None:
