@@ -42,11 +42,28 @@ def _registro(cfg: config.Config) -> None:
     raiz.addHandler(handler)
 
 
+def _avisar(mensaje: str) -> None:
+    """Tell the administrator at start-up: on the console, or in a dialog when there is none (windowed build)."""
+    if sys.stderr is not None:
+        print(mensaje, file=sys.stderr)
+    if sys.stderr is None or config.congelado():
+        try:
+            import tkinter as tk
+            from tkinter import messagebox
+
+            root = tk.Tk()
+            root.withdraw()
+            messagebox.showerror("Cajero", mensaje, master=root)
+            root.destroy()
+        except Exception:  # no display either: nothing more can be done
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.cargar(argv)
     except config.ErrorConfig as exc:
-        print(f"Error de configuración: {exc}", file=sys.stderr)
+        _avisar(f"Error de configuración: {exc}")
         return 2
     _registro(cfg)
     log = logging.getLogger("cajero.atm")

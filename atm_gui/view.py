@@ -21,6 +21,7 @@ import time
 import tkinter as tk
 import tkinter.font as tkfont
 from collections.abc import Callable
+from pathlib import Path
 from tkinter import ttk
 
 from atm_gui.session import ACEPTAR, BORRAR, CANCELAR, LATERALES, Sesion, Vista
@@ -78,6 +79,7 @@ class CajeroApp:
         aj = sesion.aj
 
         root.title(f"Cajero · {aj.banco} · {aj.cajero_id}")
+        self._icono(root)
         root.configure(background=GABINETE)
         root.geometry("900x820")
         root.minsize(620, 600)
@@ -99,6 +101,15 @@ class CajeroApp:
         root.bind("<Configure>", self._al_redimensionar, add="+")
         self._pintar(forzar=True)
         self._bomba = self.root.after(PERIODO_MS, self._bombear)
+
+    def _icono(self, root: tk.Tk) -> None:
+        """The window icon, found relative to this module: the same from source and inside a bundle."""
+        ruta = Path(__file__).resolve().parent.parent / "packaging" / "cajero.png"
+        try:
+            self._imagen_icono = tk.PhotoImage(master=root, file=str(ruta))
+            root.iconphoto(True, self._imagen_icono)
+        except tk.TclError:
+            log.info("sin icono de ventana (%s)", ruta)
 
     # -- construction --------------------------------------------------------------
     def _estilos(self) -> None:

@@ -125,3 +125,12 @@ def test_help_is_spanish(aqui, capsys):
     texto = capsys.readouterr().out
     assert texto.startswith("uso: python -m atm_gui")
     assert "archivo de la llave" in texto and "usage" not in texto
+
+
+def test_main_reports_a_bad_setting_in_spanish_and_opens_no_window(aqui, capsys, monkeypatch):
+    from atm_gui.__main__ import main
+
+    cwd, _ = aqui
+    monkeypatch.chdir(cwd)
+    assert main(["127.0.0.1", "ochenta"]) == 2
+    assert "Error de configuración: PUERTO: el puerto debe ser un número" in capsys.readouterr().err
