@@ -200,17 +200,18 @@ def handler_pids(server_pid: int) -> list[int]:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of ``pid`` so far."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK  # utime, stime
 
 
-def server_cpu(server_pid: int) -> dict[int, float]:
-    """CPU seconds so far of the acceptor and each live handler, by pid."""
+def server_cpu(server_pid: int) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds so far of the acceptor and each live handler, by pid."""
     out = {}
     for pid in (server_pid, *handler_pids(server_pid)):
         value = cpu_seconds(pid)
@@ -408,7 +409,9 @@ def run_load(
         for code, count in r.get("errors", {}).items():
             errors[code] = errors.get(code, 0) + count
     common_pids = set(cpu0) & set(cpu1)
-    server_cpu_s = sum(cpu1[p] - cpu0[p] for p in common_pids)
+    server_user_s = sum(cpu1[p][0] - cpu0[p][0] for p in common_pids)
+    server_sys_s = sum(cpu1[p][1] - cpu0[p][1] for p in common_pids)
+    server_cpu_s = server_user_s + server_sys_s
     client_cpu_s = sum(r.get("cpu_s", 0.0) for r in reports.values())
     setups = [r["setup_s"] for r in reports.values() if "setup_s" in r]
     logins = [r["login_s"] for r in reports.values() if "login_s" in r]
@@ -428,6 +431,8 @@ def run_load(
         "ramp_setup_p50_ms": _ms(percentile(setups, 50)),
         "ramp_login_p50_ms": _ms(percentile(logins, 50)),
         "server_cpu_ms_per_tx": round(1000 * server_cpu_s / in_window, 3) if in_window else None,
+        "server_user_ms_per_tx": round(1000 * server_user_s / in_window, 3) if in_window else None,
+        "server_sys_ms_per_tx": round(1000 * server_sys_s / in_window, 3) if in_window else None,
         "server_cpu_cores": round(server_cpu_s / window, 2),
         "client_cpu_cores": round(client_cpu_s / window, 2),
         "machine_busy_cores": round((busy1 - busy0) / window, 2),

@@ -103,13 +103,16 @@ def _frames(stack: str) -> tuple[str, list[tuple[str, str, int]]]:
 
 def bucket(frames: list[tuple[str, str, int]]) -> str:
     label = "otro (fuera del código del servidor)"
-    for func, file, _line in frames:  # root to leaf: the deepest rule that matches wins
+    for func, file, _line in frames:  # root to leaf: the deepest frame that a rule knows wins
+        named = wildcard = None
         for suffix, name, what in RULES:
-            if (file.endswith(suffix) or (suffix in file and "/" not in suffix)) and (
-                name in ("*", func) or func.endswith("." + name)
-            ):
-                label = what
-                break
+            if not (file.endswith(suffix) or (suffix in file and "/" not in suffix)):
+                continue
+            if name == "*":
+                wildcard = wildcard or what
+            elif named is None and (func == name or func.endswith("." + name)):
+                named = what  # a rule naming the function beats a rule for the whole file
+        label = named or wildcard or label
     if frames:
         func, file, line = frames[-1]
         if file.endswith("bank_server/handler.py"):
