@@ -41,6 +41,7 @@ class FakeBankServer:
         self.aplicadas: dict[str, dict[str, Any]] = {}
         self.peticiones: list[tuple[int, dict[str, Any]]] = []
         self.demora: dict[str, float] = {}
+        self.demora_una_vez: dict[str, float] = {}  # delays the next request of that op only
         self.perder_respuesta: set[str] = set()  # ops whose next reply is lost after applying
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -118,8 +119,10 @@ class FakeBankServer:
                     op = mensaje.get("op")
                     with self._lock:
                         self.peticiones.append((numero, mensaje))
-                    if self.demora.get(op):
-                        self._stop.wait(self.demora[op])
+                    with self._lock:
+                        una_vez = self.demora_una_vez.pop(op, 0.0)
+                    if self.demora.get(op) or una_vez:
+                        self._stop.wait(self.demora.get(op, 0.0) + una_vez)
                     respuesta, identificado = self._atender(mensaje, identificado)
                     if op in self.perder_respuesta:
                         self.perder_respuesta.discard(op)
@@ -381,3 +384,16 @@ def test_real_bank_closing_an_idle_connection_is_transparent(tmp_path, worker_fa
         worker.enviar("cerrar", {"sesion": 1})
     finally:
         real.stop()
+
+
+def test_a_reply_slower_than_the_time_limit_is_retried_with_the_same_id(bank, worker_factory):
+    worker = worker_factory(bank.port, timeout=0.5)
+    open_session(worker)
+    bank.demora_una_vez["RETIRAR"] = 1.0
+    mensaje = {"op": "RETIRAR", "monto": "200.00", "id": "lento-1"}
+    worker.enviar("pedir", {"sesion": 1, "op": "RETIRAR", "mensaje": mensaje})
+    respuesta = wait_for(worker, "respuesta")["respuesta"]
+    assert respuesta["ok"] is True and respuesta["saldo"] == "800.00" and respuesta["id"] == "lento-1"
+    time.sleep(1.0)  # let the slow first attempt finish at the bank too
+    assert bank.saldo == Decimal("800.00")
+    assert [m.get("id") for _, m in bank.peticiones if m["op"] == "RETIRAR"] == ["lento-1", "lento-1"]
