@@ -96,6 +96,7 @@ class RunningBank:
             text=True,
             encoding="utf-8",
             start_new_session=os.name != "nt",
+            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),  # Windows: Ctrl+Break to it alone
         )
         deadline = time.monotonic() + timeout
         assert self.process.stdout is not None
