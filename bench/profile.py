@@ -128,6 +128,42 @@ def _source_line(file: str, line: int) -> str:
     return linecache.getline(str(path), line)
 
 
+def inside_ledger_lock(raw: Path) -> dict[str, Any]:
+    """What the lock holder does while it holds the ledger lock: the serial section of every transaction.
+
+    In-lock stacks: ``Store.locked`` past ``LedgerLock.__enter__`` (the catch-up, the journal
+    check) and, while the generator is suspended at ``yield``, ``Session._movement`` deciding,
+    dating and committing.
+    """
+    buckets: Counter[str] = Counter()
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        if "Store.locked (" in stack:
+            if any(x in stack for x in ("LedgerLock.__enter__", "LedgerLock.__exit__", "wait_durable")):
+                continue
+            what = (
+                "ponerse al día: leer, decodificar y aplicar registros ajenos"
+                if "_catch_up" in stack
+                else ("locked(): stat del diario y resto")
+            )
+        elif "Session._movement" in stack and "decide_movement" in stack:
+            what = "decidir (reglas)"
+        elif "Session._movement" in stack and "Store.commit" in stack:
+            what = "commit: codificar + os.write + aplicar"
+        elif "Session._movement" in stack and "now_iso" in stack:
+            what = "fecha (now_iso)"
+        else:
+            continue
+        buckets[what] += int(count_text)
+    total = sum(buckets.values())
+    return {
+        "samples": total,
+        "pct": {k: round(100 * v / total, 1) for k, v in buckets.most_common()} if total else {},
+    }
+
+
 def analyse(raw: Path, server_pid: int) -> dict[str, Any]:
     handler_buckets: Counter[str] = Counter()
     acceptor_buckets: Counter[str] = Counter()
@@ -170,6 +206,7 @@ def analyse(raw: Path, server_pid: int) -> dict[str, Any]:
         "handlers": table(handler_buckets, total_handler, busy),
         "acceptor": table(acceptor_buckets, sum(acceptor_buckets.values())),
         "top_leaf_functions": table(Counter(dict(leaf.most_common(25))), total_handler),
+        "inside_ledger_lock": inside_ledger_lock(raw),
     }
 
 
@@ -194,6 +231,11 @@ def _markdown_table(analysis: dict[str, Any], title: str, busy_note: str) -> lis
     for row in analysis["handlers"]:
         busy = "-" if row.get("pct_busy") is None else f"{row['pct_busy']}"
         lines.append(f"| {row['bucket']} | {row['pct_total']} | {busy} |")
+    held = analysis.get("inside_ledger_lock") or {}
+    if held.get("samples"):
+        lines += ["", f"Con el candado del libro tomado (la sección en serie; {held['samples']:,} muestras):", ""]
+        lines += ["| dentro del candado | % |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in held["pct"].items()]
     lines += ["", "Funciones hoja más frecuentes:", "", "| función | % del total |", "|---|---:|"]
     for row in analysis["top_leaf_functions"][:12]:
         lines.append(f"| `{row['bucket']}` | {row['pct_total']} |")
