@@ -30,7 +30,7 @@ COMMANDS = ("servir", "genkey", "crear", "listar", "desbloquear", "cambiar-pin",
 
 class SpanishFormatter(argparse.RawDescriptionHelpFormatter):
     def add_usage(self, usage, actions, groups, prefix=None):  # type: ignore[no-untyped-def]
-        return super().add_usage(usage, actions, groups, prefix or "uso: ")
+        return super().add_usage(usage, actions, groups, "uso: " if prefix is None else prefix)
 
 
 def _parser(

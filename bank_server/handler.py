@@ -40,6 +40,7 @@ def handler_main(
     sock: socket.socket,
     peer: str,
     stop: Any,
+    accepted_at: float,
     store: Store | None = None,
     psk: bytes | None = None,
     inherited: tuple[Any, ...] = (),
@@ -54,7 +55,7 @@ def handler_main(
             store = Store.open(config.ledger, recover=False)
         if psk is None:
             psk = load_key(config.key_file)
-        serve_connection(sock, peer, store, psk, config, stop)
+        serve_connection(sock, peer, store, psk, config, stop, accepted_at)
     except Exception:
         log.exception("%s: el manejador falló", peer)
     finally:
@@ -78,11 +79,13 @@ def _install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, request_stop)
 
 
-def serve_connection(sock: socket.socket, peer: str, store: Store, psk: bytes, config: ServerConfig, stop: Any) -> None:
+def serve_connection(
+    sock: socket.socket, peer: str, store: Store, psk: bytes, config: ServerConfig, stop: Any, accepted_at: float
+) -> None:
     conn = ServerConnection(psk)
     session = Session(store, config.limits, peer)
     sock.settimeout(config.handshake_timeout)  # bounds sendall to a peer that stops reading
-    deadline = time.monotonic() + config.handshake_timeout
+    deadline = accepted_at + config.handshake_timeout  # the wait for a free handler counts too
     parent = multiprocessing.parent_process()
     handshaken = False
     log.info("%s conectado", peer)
@@ -126,6 +129,8 @@ def serve_connection(sock: socket.socket, peer: str, store: Store, psk: bytes, c
                     if session.finished:
                         break
                 deadline = time.monotonic() + config.idle_timeout
+            if not session.finished:
+                conn.check()  # a bad record after good ones: they were answered, now close
         except RemoteProtocolError as exc:
             reason = f"error de protocolo: {exc}"
             log.warning("%s error de protocolo: %s", peer, exc)

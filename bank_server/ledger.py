@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from bank_server.pins import PinFieldError, check_field
 from common.messages import CARD_RE
-from common.money import AmountError, format_amount, parse_ledger_amount
+from common.money import MAX_LEDGER_DIGITS, AmountError, format_amount, parse_ledger_amount
 
 MAX_INTENTOS = 3
 _CHECKPOINT = re.compile(r"#\s*cajero:\s*libro=([0-9a-f]{32})\s+diario=([0-9]+)\s*")
@@ -92,7 +92,7 @@ def _validate_titular(titular: str) -> str | None:
 # ``parse_account``, which says exactly what is wrong.
 _SP = "[ \t]*"
 _LINE = re.compile(
-    rf"{_SP}([0-9]{{12,19}}){_SP}\|([^|\r\n]*)\|{_SP}([0-9]+\.[0-9]{{2}}){_SP}\|"
+    rf"{_SP}([0-9]{{12,19}}){_SP}\|([^|\r\n]*)\|{_SP}([0-9]{{1,{MAX_LEDGER_DIGITS}}}\.[0-9]{{2}}){_SP}\|"
     rf"{_SP}(scrypt\$([0-9]+\$[0-9]+\$[0-9]+)\$(?:[0-9a-fA-F]{{2}}){{16,}}\$[0-9a-fA-F]{{64}}){_SP}\|{_SP}([0-3]){_SP}"
 )
 _GOOD_PARAMS: set[str] = set()

@@ -17,6 +17,7 @@ from bank_server.journal import Record
 from bank_server.ledger import MAX_INTENTOS, Account
 from bank_server.state import Applied, BankState
 from common.messages import RequestError
+from common.money import add, subtract
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,20 @@ def decide_movement(
     state: BankState, tipo: str, card: str, monto: Decimal, tx_id: str, fecha: str, limits: Limits
 ) -> Record | Applied:
     """DEPOSITO or RETIRO: the record to commit, or the earlier result of the same id."""
-    if monto > limits.max_por_operacion:
-        raise RequestError("MONTO_INVALIDO", "above the per-operation maximum")
+    # The id first: a retry answers the original result even if the limits changed since.
     if (previous := _repeat(state, tipo, card, monto, tx_id)) is not None:
         return previous
+    if monto > limits.max_por_operacion:
+        raise RequestError("MONTO_INVALIDO", "above the per-operation maximum")
     account = account_for(state, card)
     if tipo == "DEPOSITO":
-        saldo = account.saldo + monto
+        saldo = add(account.saldo, monto)
     else:
         if monto > account.saldo:
             raise RequestError("FONDOS_INSUFICIENTES")
-        if state.withdrawn_on(card, fecha[:10]) + monto > limits.limite_diario:
+        if add(state.withdrawn_on(card, fecha[:10]), monto) > limits.limite_diario:
             raise RequestError("LIMITE_DIARIO")
-        saldo = account.saldo - monto
+        saldo = subtract(account.saldo, monto)
     return Record(state.last_n + 1, fecha, tipo, account._replace(saldo=saldo), tx_id, monto)
 
 

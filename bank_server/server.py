@@ -101,7 +101,7 @@ class Acceptor:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = f"{address[0]}:{address[1]}"
             if len(self.handlers) < self.config.max_handlers:
-                self.start_handler(sock, peer)
+                self.start_handler(sock, peer, time.monotonic())
             elif len(self.waiting) < self.config.max_handlers:
                 self.waiting.append((time.monotonic(), sock, peer))
             else:
@@ -111,20 +111,21 @@ class Acceptor:
     def start_waiting(self) -> None:
         now = time.monotonic()
         while self.waiting and len(self.handlers) < self.config.max_handlers:
-            _, sock, peer = self.waiting.popleft()
-            self.start_handler(sock, peer)
+            accepted_at, sock, peer = self.waiting.popleft()
+            self.start_handler(sock, peer, accepted_at)
         while self.waiting and now - self.waiting[0][0] > QUEUE_WAIT:
             _, sock, peer = self.waiting.popleft()
             log.warning("%s rechazado: sin lugar libre tras %.0f s", peer, QUEUE_WAIT)
             sock.close()
 
-    def start_handler(self, sock: socket.socket, peer: str) -> None:
+    def start_handler(self, sock: socket.socket, peer: str, accepted_at: float) -> None:
+        """``accepted_at`` (monotonic, system-wide) starts the 10 s handshake clock, wait for a slot included."""
         if self.config.start_method == "fork":
             self.store.refresh()
             inherited = (self.listener, self.server_lock, *(s for _, s, _ in self.waiting))
-            args = (self.config, sock, peer, self.stop_event, self.store, self.psk, inherited)
+            args = (self.config, sock, peer, self.stop_event, accepted_at, self.store, self.psk, inherited)
         else:
-            args = (self.config, sock, peer, self.stop_event)
+            args = (self.config, sock, peer, self.stop_event, accepted_at)
         process = self.ctx.Process(target=handler_main, args=args, name=f"cajero {peer}", daemon=False)
         try:
             process.start()

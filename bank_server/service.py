@@ -38,7 +38,8 @@ class Session:
     store: Store
     limits: Limits
     peer: str
-    card: str | None = None
+    card: str | None = None  # identified card
+    tried: str | None = field(default=None, init=False)  # the existing card this connection is bound to
     finished: bool = field(default=False, init=False)
 
     def handle(self, text: str) -> dict[str, Any]:
@@ -83,7 +84,10 @@ class Session:
     def _identificar(self, request: m.Identificar) -> dict[str, Any]:
         if self.card is not None:
             raise RequestError("PETICION_INVALIDA", "already identified")
+        if self.tried is not None and request.tarjeta != self.tried:
+            raise RequestError("PETICION_INVALIDA", "one card per connection")
         account = account_for(self.store.refresh(), request.tarjeta)
+        self.tried = request.tarjeta
         correct = verify_pin(request.pin, account.pin)
         intentos = self._count_attempt(request.tarjeta, account.pin, correct)
         if not correct:

@@ -22,6 +22,7 @@ from decimal import Decimal
 from bank_server.journal import TIPOS_MOVIMIENTO, Record
 from bank_server.ledger import Account
 from common.messages import MAX_MOVIMIENTOS
+from common.money import add
 
 ID_MEMORY_COUNT = 100_000
 ID_MEMORY_AGE = timedelta(hours=24)
@@ -63,7 +64,7 @@ class BankState:
             day = record.fecha[:10]
             known_day, total = self.withdrawn_today.get(card, (day, Decimal(0)))
             if day == known_day:
-                self.withdrawn_today[card] = (day, total + record.monto)
+                self.withdrawn_today[card] = (day, add(total, record.monto))
             elif day > known_day:
                 self.withdrawn_today[card] = (day, record.monto)
         if len(self.applied) > 2 * ID_MEMORY_COUNT:

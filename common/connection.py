@@ -60,6 +60,7 @@ class _Connection:
         self._outbox = bytearray()
         self._sealer: RecordSealer | None = None
         self._opener: RecordOpener | None = None
+        self._deferred: RemoteProtocolError | None = None
         self.state = State.AWAIT_HELLO
 
     # -- what callers use -------------------------------------------------
@@ -70,24 +71,40 @@ class _Connection:
         return data
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Process received bytes. Raises ``RemoteProtocolError`` and closes on any violation."""
+        """Process received bytes. Raises ``RemoteProtocolError`` and closes on any violation.
+
+        Good records that arrived in the same read *before* a bad one are
+        still returned (each request gets its answer); the violation is
+        then raised by ``check()`` or by the next call.
+        """
+        self.check()
         if self.state is State.CLOSED:
             raise LocalProtocolError("receive_data on a closed connection")
+        events: list[Event] = []
         try:
-            events: list[Event] = []
             for payload in self._decoder.feed(data):
                 if self.state is State.AWAIT_HELLO:
                     events.append(self._on_hello(payload))
                 else:
                     assert self._opener is not None
                     events.append(MessageReceived(_decode_utf8(self._opener.open(payload))))
-            return events
-        except RemoteProtocolError:
+            self._decoder.check()
+        except RemoteProtocolError as exc:
             self.state = State.CLOSED
-            raise
+            if not events:
+                raise
+            self._deferred = exc
+        return events
+
+    def check(self) -> None:
+        """Raise the violation found after the events last returned, if any."""
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
 
     def receive_eof(self) -> None:
         """The peer closed. Raise if it closed mid-frame (a contract violation)."""
+        self.check()
         was_mid_frame = self._decoder.mid_frame
         self.state = State.CLOSED
         if was_mid_frame:

@@ -30,9 +30,16 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._expected: int | None = None
+        self._deferred: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every payload they complete."""
+        """Add received bytes; return every payload they complete.
+
+        A bad header raises ``RemoteProtocolError``; if good frames came
+        before it in the same data, they are returned first and the error
+        is raised by ``check()`` or the next ``feed``.
+        """
+        self.check()
         self._buffer += data
         frames: list[bytes] = []
         while True:
@@ -40,10 +47,16 @@ class FrameDecoder:
                 if len(self._buffer) < HEADER_SIZE:
                     return frames
                 (length,) = _HEADER.unpack_from(self._buffer)
+                problem = None
                 if length == 0:
-                    raise RemoteProtocolError("frame with length zero")
-                if length > MAX_FRAME:
-                    raise RemoteProtocolError(f"frame length {length} exceeds {MAX_FRAME}")
+                    problem = RemoteProtocolError("frame with length zero")
+                elif length > MAX_FRAME:
+                    problem = RemoteProtocolError(f"frame length {length} exceeds {MAX_FRAME}")
+                if problem is not None:
+                    if not frames:
+                        raise problem
+                    self._deferred = problem
+                    return frames
                 del self._buffer[:HEADER_SIZE]
                 self._expected = length
             if len(self._buffer) < self._expected:
@@ -51,6 +64,12 @@ class FrameDecoder:
             frames.append(bytes(self._buffer[: self._expected]))
             del self._buffer[: self._expected]
             self._expected = None
+
+    def check(self) -> None:
+        """Raise the bad header found after the frames last returned, if any."""
+        if self._deferred is not None:
+            problem, self._deferred = self._deferred, None
+            raise problem
 
     @property
     def mid_frame(self) -> bool:

@@ -111,10 +111,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``{"op":"CONSULTAR","op":"SALIR"}`` means different things to different parsers: refuse it."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return result
+
+
 def decode_object(text: str) -> dict[str, Any]:
     """Parse a JSON object or raise ``PETICION_INVALIDA``."""
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, RecursionError):
         raise RequestError("PETICION_INVALIDA", "not JSON") from None
     if not isinstance(value, dict):
