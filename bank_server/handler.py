@@ -55,6 +55,7 @@ def handler_main(
             store = Store.open(config.ledger, recover=False)
         if psk is None:
             psk = load_key(config.key_file)
+        store.state.eager = False  # one card per connection: skip decoding the others' records
         serve_connection(sock, peer, store, psk, config, stop, accepted_at)
     except Exception:
         log.exception("%s: el manejador falló", peer)

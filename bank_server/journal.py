@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bank_server import faults
 from bank_server.group_sync import sync_fd
@@ -41,6 +41,7 @@ HEADER_RE = re.compile(rb"# cajero-diario libro=([0-9a-f]{32})\n")
 TIPOS_MOVIMIENTO = frozenset({"DEPOSITO", "RETIRO"})
 TIPOS = TIPOS_MOVIMIENTO | {"INTENTOS", "PIN", "ALTA", "DESBLOQUEO"}
 _O_BINARY = getattr(os, "O_BINARY", 0)
+NO_ID = "."  # in a line's prefix, for records without a transaction id ("-" is a valid id)
 
 
 class JournalError(Exception):
@@ -69,20 +70,41 @@ class Record:
         if self.monto is not None:
             body["monto"] = format_amount(self.monto)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return b"%08x %s\n" % (zlib.crc32(payload), payload)
+        line = b"%d %s %s %s" % (self.n, self.cuenta.tarjeta.encode("ascii"), (self.id or NO_ID).encode("ascii"), payload)
+        return b"%08x %s\n" % (zlib.crc32(line), line)
 
 
-def decode_record(line: bytes) -> Record:
-    """Decode one complete line (without its newline); ``ValueError`` says why it is unusable."""
+class RawRecord(NamedTuple):
+    """A checked line not yet decoded: what a handler needs to skip another card's record cheaply."""
+
+    n: int
+    tarjeta: str
+    id: str | None
+    line: bytes
+    number: int  # line number in the journal, for error messages
+
+
+def scan_line(line: bytes, number: int) -> RawRecord:
+    """Check the CRC and read the plain prefix (``n tarjeta id``); ``ValueError`` if unusable."""
     if len(line) < 10 or line[8:9] != b" ":
-        raise ValueError("la línea no tiene el formato <crc> <json>")
-    payload = line[9:]
+        raise ValueError("la línea no tiene el formato <crc> <n> <tarjeta> <id> <json>")
     try:
         crc = int(line[:8], 16)
     except ValueError:
         raise ValueError("el CRC no es hexadecimal") from None
-    if zlib.crc32(payload) != crc:
+    if zlib.crc32(line[9:]) != crc:
         raise ValueError("el CRC no coincide (línea dañada o escrita a medias)")
+    parts = line[9:].split(b" ", 3)
+    if len(parts) != 4 or not parts[0].isdigit():
+        raise ValueError("falta el prefijo <n> <tarjeta> <id>")
+    tx_id = parts[2].decode("ascii")
+    return RawRecord(int(parts[0]), parts[1].decode("ascii"), None if tx_id == NO_ID else tx_id, line, number)
+
+
+def decode_record(line: bytes) -> Record:
+    """Decode one complete line (without its newline); ``ValueError`` says why it is unusable."""
+    raw = scan_line(line, 0)
+    payload = line[9:].split(b" ", 3)[3]
     body = json.loads(payload.decode("utf-8"))
     cuenta = body["cuenta"]
     fields = [cuenta["tarjeta"], cuenta["titular"], cuenta["saldo"], cuenta["pin"], str(cuenta["intentos"])]
@@ -100,7 +122,10 @@ def decode_record(line: bytes) -> Record:
             raise ValueError(str(exc)) from None
     if tipo in TIPOS_MOVIMIENTO and (monto is None or not isinstance(body.get("id"), str)):
         raise ValueError("un movimiento necesita id y monto")
-    return Record(body["n"], body["fecha"], tipo, account, body.get("id"), monto)
+    record = Record(body["n"], body["fecha"], tipo, account, body.get("id"), monto)
+    if (record.n, record.cuenta.tarjeta, record.id) != (raw.n, raw.tarjeta, raw.id):
+        raise ValueError("el prefijo de la línea no coincide con el registro")
+    return record
 
 
 def fsync_directory(folder: Path) -> None:
@@ -176,17 +201,17 @@ class Journal:
         except OSError:
             return False
 
-    def read_new(self, *, locked: bool) -> list[Record]:
-        """Records appended since the last call.
+    def read_new(self, *, locked: bool) -> list[RawRecord]:
+        """Records appended since the last call, checked (CRC) but not decoded.
 
         With ``locked`` (the caller holds the ledger lock, so no one is
         writing) an incomplete or garbled *last* line is a torn write and is
         cut off. Without the lock it may be a write in progress: it is left
-        for the next call.
+        for the next call. A bad line with good ones after it is damage.
         """
         self._reader.seek(self.offset)
         data = self._reader.read()
-        records: list[Record] = []
+        records: list[RawRecord] = []
         position = 0
         while position < len(data):
             end = data.find(b"\n", position)
@@ -195,14 +220,13 @@ class Journal:
                     self._truncate(self.offset + position)
                 break
             try:
-                record = decode_record(data[position:end])
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                records.append(scan_line(data[position:end], self.lines + 1))
+            except (ValueError, UnicodeDecodeError) as exc:
                 if end + 1 == len(data):  # the last line: a torn write, or one in progress
                     if locked:
                         self._truncate(self.offset + position)
                     break
                 raise JournalError(self.path, self.lines + 1, f"registro dañado: {exc}") from None
-            records.append(record)
             position = end + 1
             self.lines += 1
         self.offset += position

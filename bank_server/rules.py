@@ -29,7 +29,7 @@ class Limits:
 
 
 def account_for(state: BankState, card: str) -> Account:
-    account = state.accounts.get(card)
+    account = state.account(card)
     if account is None:
         raise RequestError("TARJETA_INVALIDA")
     if account.bloqueada:
@@ -40,6 +40,8 @@ def account_for(state: BankState, card: str) -> Account:
 def _repeat(state: BankState, tipo: str, card: str, monto: Decimal, tx_id: str) -> Applied | None:
     previous = state.applied.get(tx_id)
     if previous is None:
+        if tx_id in state.foreign_ids:  # another card's transaction, seen by a lazy handler
+            raise RequestError("ID_REPETIDO")
         return None
     if (previous.tipo, previous.tarjeta, previous.monto) != (tipo, card, monto):
         raise RequestError("ID_REPETIDO")

@@ -18,7 +18,7 @@ from bank_server.journal import Record
 from bank_server.ledger import MAX_INTENTOS
 from bank_server.pins import hash_pin, verify_pin
 from bank_server.rules import Limits, account_for, decide_movement, decide_pin_attempt, decide_pin_change
-from bank_server.state import Applied
+from bank_server.state import Applied, BankState
 from bank_server.store import Store
 from common import messages as m
 from common.messages import RequestError, error_response, mask_card, ok_response
@@ -26,6 +26,12 @@ from common.money import REQUEST_AMOUNT_RE as AMOUNT_RE
 from common.money import format_amount
 
 log = logging.getLogger("bank_server.sesion")
+
+
+def account_for_intentos(state: BankState, card: str) -> int:
+    account = state.account(card)
+    assert account is not None
+    return account.intentos
 
 
 def now_iso() -> str:
@@ -87,7 +93,9 @@ class Session:
         if self.tried is not None and request.tarjeta != self.tried:
             raise RequestError("PETICION_INVALIDA", "one card per connection")
         account = account_for(self.store.refresh(), request.tarjeta)
-        self.tried = request.tarjeta
+        if self.tried is None:
+            self.tried = request.tarjeta
+            self.store.state.bind(request.tarjeta)
         correct = verify_pin(request.pin, account.pin)
         intentos = self._count_attempt(request.tarjeta, account.pin, correct)
         if not correct:
@@ -97,14 +105,14 @@ class Session:
 
     def _count_attempt(self, card: str, pin_field: str, correct: bool) -> int:
         """Record a PIN attempt (under the lock only when something changes); return the new count."""
-        state = self.store.state
-        if correct and state.accounts[card].intentos == 0 and state.accounts[card].pin == pin_field:
+        current = self.store.state.account(card)
+        if correct and current is not None and current.intentos == 0 and current.pin == pin_field:
             return 0
         with self.store.locked() as state:
             record = decide_pin_attempt(state, card, pin_field, correct, now_iso())
             if record is not None:
                 self.store.commit(record)
-            return state.accounts[card].intentos
+            return account_for_intentos(state, card)
 
     def _movement(self, request: m.Depositar | m.Retirar) -> dict[str, Any]:
         assert self.card is not None
@@ -144,10 +152,9 @@ class Session:
             raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - intentos)
         new_field = hash_pin(request.pin_nuevo)  # slow: outside the lock
         with self.store.locked() as state:
-            if state.accounts[self.card].pin != account.pin:
-                raise RequestError(
-                    "PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - state.accounts[self.card].intentos
-                )
+            now = account_for(state, self.card)
+            if now.pin != account.pin:
+                raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - now.intentos)
             self.store.commit(decide_pin_change(state, self.card, new_field, now_iso()))
         return ok_response()
 

@@ -15,11 +15,12 @@ and each card's withdrawals today for the daily limit.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bank_server.journal import TIPOS_MOVIMIENTO, Record
+from bank_server.journal import TIPOS_MOVIMIENTO, RawRecord, Record
 from bank_server.ledger import Account
 from common.messages import MAX_MOVIMIENTOS
 from common.money import add
@@ -40,19 +41,58 @@ class Applied:
 
 
 class BankState:
-    def __init__(self, accounts: dict[str, Account], diario: int) -> None:
+    """Balances, ids, movements and daily totals, as of journal record ``last_n``.
+
+    *Eager* (the acceptor, administration, recovery): every record is
+    decoded and applied. A handler is *lazy*: it serves one card, so a
+    record of another card costs it only a CRC check and an id lookup
+    (``take``), not a JSON decode under the ledger lock; before it knows
+    its card, it keeps such records aside and decodes a card's records
+    when the card is first asked for (``account``).
+    """
+
+    def __init__(self, accounts: dict[str, Account], diario: int, decode: Callable[[RawRecord], Record]) -> None:
         self.accounts = accounts
-        self.last_n = diario  # number of the last record reflected in ``accounts``
+        self.last_n = diario  # number of the last record read
         self.checkpoint_n = diario  # records up to here are already in cuenta.txt
         self.applied: OrderedDict[str, Applied] = OrderedDict()
         self.movements: dict[str, deque[Record]] = {}
         self.withdrawn_today: dict[str, tuple[str, Decimal]] = {}
+        self.decode = decode
+        self.eager = True
+        self.focus: str | None = None  # a lazy handler's card, once bound
+        self.deferred: dict[str, list[RawRecord]] = {}  # lazy, before binding: records set aside by card
+        self.foreign_ids: dict[str, str] = {}  # lazy, after binding: other cards' transaction ids
+
+    def take(self, raw: RawRecord) -> None:
+        """Read one record from the journal, decoding it only if this process needs it."""
+        self.last_n = max(self.last_n, raw.n)
+        if self.eager or raw.tarjeta == self.focus:
+            self.apply(self.decode(raw))
+        elif self.focus is None:
+            self.deferred.setdefault(raw.tarjeta, []).append(raw)
+        elif raw.id is not None:
+            self.foreign_ids[raw.id] = raw.tarjeta
+
+    def account(self, card: str) -> Account | None:
+        """The card's current account, decoding what was set aside for it."""
+        for raw in self.deferred.pop(card, ()):
+            self.apply(self.decode(raw))
+        return self.accounts.get(card)
+
+    def bind(self, card: str) -> None:
+        """From now on this process serves ``card`` only: keep just the ids of other cards' records."""
+        self.account(card)
+        for raws in self.deferred.values():
+            self.foreign_ids.update((raw.id, raw.tarjeta) for raw in raws if raw.id is not None)
+        self.deferred.clear()
+        self.focus = card
 
     def apply(self, record: Record) -> None:
-        """Fold one journal record in. Records at or below the checkpoint only feed history."""
-        if record.n > self.last_n:
+        """Fold one decoded record in. Records at or below the checkpoint only feed history."""
+        if record.n > self.checkpoint_n:
             self.accounts[record.cuenta.tarjeta] = record.cuenta
-            self.last_n = record.n
+        self.last_n = max(self.last_n, record.n)
         if record.tipo not in TIPOS_MOVIMIENTO:
             return
         assert record.id is not None and record.monto is not None

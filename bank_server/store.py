@@ -25,6 +25,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,7 +33,16 @@ import portalocker
 
 from bank_server import faults
 from bank_server.group_sync import GroupSync
-from bank_server.journal import Journal, JournalError, Record, create_journal, read_header, write_atomically
+from bank_server.journal import (
+    Journal,
+    JournalError,
+    RawRecord,
+    Record,
+    create_journal,
+    decode_record,
+    read_header,
+    write_atomically,
+)
 from bank_server.ledger import Ledger, LedgerError, load_ledger, render_ledger
 from bank_server.state import BankState
 
@@ -133,8 +143,8 @@ class Store:
                     f"no a {ledger_path}. Si reemplazó {ledger_path.name} a propósito, mueva el diario a otra carpeta."
                 ]
             )
-        state = BankState(dict(ledger.accounts), ledger.diario)
         journal = Journal(journal_path)
+        state = BankState(dict(ledger.accounts), ledger.diario, partial(decode_raw, journal_path))
         store = cls(ledger_path, ledger, state, journal)
         try:
             store._catch_up(locked=lock_held)
@@ -161,10 +171,10 @@ class Store:
         if journal.truncated:
             self._group.lower_to(journal.offset)
             journal.truncated = False
-        for record in records:
-            if record.n <= self.state.last_n and record.n > self.state.checkpoint_n:
-                raise JournalError(journal.path, journal.lines, f"registro {record.n} fuera de orden")
-            self.state.apply(record)
+        for raw in records:
+            if raw.n <= self.state.last_n and raw.n > self.state.checkpoint_n:
+                raise JournalError(journal.path, raw.number, f"registro {raw.n} fuera de orden")
+            self.state.take(raw)
 
     def refresh(self) -> BankState:
         """Catch up without the lock: enough for reads (balance, movements, PIN hash)."""
@@ -181,6 +191,7 @@ class Store:
         the lock.
         """
         self._written_to = None
+        self._catch_up(locked=False)  # most of the reading, before the lock
         try:
             with self._lock:
                 journal = self._own_journal()
@@ -210,6 +221,13 @@ class Store:
         write_atomically(self.ledger_path, text.encode("utf-8"))
         self._ledger.libro, self._ledger.diario = libro, self.state.last_n
         self.state.checkpoint_n = self.state.last_n
+
+
+def decode_raw(journal_path: Path, raw: RawRecord) -> Record:
+    try:
+        return decode_record(raw.line)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise JournalError(journal_path, raw.number, f"registro dañado: {exc}") from None
 
 
 def ledger_problems(ledger_path: Path) -> list[LedgerError | str]:

@@ -10,6 +10,7 @@ import pytest
 from bank_server.journal import Record
 from bank_server.rules import Limits, decide_movement
 from bank_server.store import LedgerLoadError, Store, journal_path_for, ledger_problems
+from common.messages import RequestError
 from tests.bank_fixture import DemoAccount, write_ledger
 
 CARD = "1111111111111111"
@@ -128,3 +129,42 @@ def test_two_stores_see_each_others_commits(ledger: Path):
         assert state.applied["a"].saldo == Decimal("105.00")
     one.close()
     two.close()
+
+
+def test_lazy_handler_decodes_only_its_card_and_still_knows_every_id(tmp_path: Path):
+    other = "2222222222222222"
+    ledger = write_ledger(
+        tmp_path, [DemoAccount(CARD, "Ana", "100.00", "1234"), DemoAccount(other, "Beto", "50.00", "1")]
+    )
+    writer = Store.open(ledger, recover=True)
+    handler = Store.open(ledger, recover=False)
+    handler.state.eager = False
+    fecha = "2026-11-23T10:00:00-06:00"
+
+    def move(store: Store, card: str, amount: str, tx_id: str) -> Record:
+        with store.locked() as state:
+            outcome = decide_movement(state, "DEPOSITO", card, Decimal(amount), tx_id, fecha, Limits())
+            assert isinstance(outcome, Record)
+            store.commit(outcome)
+        return outcome
+
+    move(writer, other, "1.00", "before-bind")
+    move(writer, CARD, "2.00", "mine-before-bind")
+    handler.refresh()
+    assert handler.state.deferred, "before binding, records wait undecoded"
+    handler.state.bind(CARD)
+    assert handler.state.account(CARD).saldo == Decimal("102.00")
+    move(writer, other, "3.00", "after-bind")
+    move(writer, CARD, "4.00", "mine-after-bind")
+    assert move(handler, CARD, "5.00", "handler").cuenta.saldo == Decimal("111.00")
+    for foreign in ("before-bind", "after-bind"):
+        with pytest.raises(RequestError) as refused, handler.locked() as state:
+            decide_movement(state, "DEPOSITO", CARD, Decimal("1.00"), foreign, fecha, Limits())
+        assert refused.value.code == "ID_REPETIDO"
+    with handler.locked() as state:
+        assert decide_movement(
+            state, "DEPOSITO", CARD, Decimal("4.00"), "mine-after-bind", fecha, Limits()
+        ).saldo == Decimal("106.00")
+    assert writer.refresh().accounts[other].saldo == Decimal("54.00")
+    writer.close()
+    handler.close()
