@@ -223,7 +223,7 @@ def catch_up_cost(n: int = 5000) -> dict[str, Any]:
         Record(i + 1, "2026-11-23T10:15:02-06:00", "DEPOSITO", account, uuid.uuid4().hex, Decimal("1.00")).encode()[:-1]
         for i in range(n)
     ]
-    state = BankState({account.tarjeta: account}, 0)
+    state = BankState({account.tarjeta: account}, 0, lambda raw: decode_record(raw.line))
     t0 = time.process_time()
     records = [decode_record(line) for line in lines]
     t1 = time.process_time()
