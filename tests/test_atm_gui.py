@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import os
 import shutil
 import subprocess
 import sys
@@ -25,59 +24,18 @@ import pytest
 
 from atm_gui.session import ACEPTAR, Ajustes, Pantalla, Sesion
 from atm_gui.worker import Worker
-from tests.bank_fixture import RunningBank, server_env
+from tests.bank_fixture import server_env
+from tests.display import (
+    assert_must_show_at_the_bank,
+    bank_state,
+    require_xdotool,
+    type_must_show_sequence,
+    xdotool,
+)
 from tests.test_atm_worker import FakeBankServer
 
 CARD = "1111111111111111"
 PIN = "1234"
-
-
-def _start_xvfb() -> tuple[subprocess.Popen[bytes], str] | None:
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        return None
-    leer, escribir = os.pipe()
-    proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(escribir), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-        pass_fds=(escribir,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(escribir)
-    numero = b""
-    deadline = time.monotonic() + 15
-    while not numero.endswith(b"\n") and time.monotonic() < deadline:
-        chunk = os.read(leer, 16)
-        if not chunk:
-            break
-        numero += chunk
-    os.close(leer)
-    if not numero.strip():
-        proc.kill()
-        proc.wait(5)
-        return None
-    return proc, f":{numero.decode().strip()}"
-
-
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """A private Xvfb display; else $DISPLAY; else skip with the reason."""
-    if sys.platform.startswith("linux"):
-        started = _start_xvfb()
-        if started is not None:
-            proc, name = started
-            try:
-                yield name
-            finally:
-                proc.terminate()
-                proc.wait(10)
-            return
-    if os.environ.get("DISPLAY") or os.name == "nt" or sys.platform == "darwin":
-        yield os.environ.get("DISPLAY", "")
-        return
-    pytest.skip(
-        "no hay pantalla: Xvfb no está instalado o no arrancó (apt-get install xvfb) y DISPLAY no está definido"
-    )
 
 
 def _tk_root(display: str) -> Any:
@@ -147,15 +105,6 @@ def make_app(display: str, tmp_path: Path) -> Iterator[Any]:
     gc.collect()
 
 
-def _bank_state(bank: RunningBank) -> dict[str, Any]:
-    with bank.client() as client:
-        assert client.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PIN})["ok"] is True
-        saldo = client.request({"op": "CONSULTAR"})["saldo"]
-        movimientos = client.request({"op": "MOVIMIENTOS", "n": 10})["movimientos"]
-        client.request({"op": "SALIR"})
-    return {"saldo": saldo, "movimientos": movimientos}
-
-
 @pytest.mark.timeout(60)
 def test_tk_loop_never_stalls_while_the_bank_is_slow(make_app):
     """A bank that holds its reply 2 s: Tk's event loop keeps ticking (no gap over 100 ms)."""
@@ -205,7 +154,7 @@ def test_keypad_buttons_deposit_and_withdraw_at_a_real_bank(make_app, bank):
     assert "Nuevo saldo: $234,994.00" in app.sesion.vista(0).lineas
     app.press("CANCELAR")
     assert app.sesion.pantalla is Pantalla.RETIRE_TARJETA
-    estado = _bank_state(bank)
+    estado = bank_state(bank)
     assert estado["saldo"] == "234994.00"
     assert [(m["tipo"], m["monto"]) for m in estado["movimientos"][:2]] == [
         ("RETIRO", "200.00"),
@@ -213,17 +162,10 @@ def test_keypad_buttons_deposit_and_withdraw_at_a_real_bank(make_app, bank):
     ]
 
 
-def _xdotool(display: str, *args: str) -> str:
-    env = {**os.environ, "DISPLAY": display}
-    done = subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=20, check=True)
-    return done.stdout
-
-
 @pytest.mark.timeout(120)
 def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_path):
     """The issue's sequence, typed by xdotool into ``python -m atm_gui 127.0.0.1 PORT`` run beside llave.key."""
-    if shutil.which("xdotool") is None:
-        pytest.skip("xdotool no está instalado (apt-get install xdotool)")
+    require_xdotool()
     carpeta = tmp_path / "cajero"
     carpeta.mkdir()
     shutil.copy(bank.key_path, carpeta / "llave.key")
@@ -236,32 +178,9 @@ def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_pat
         stderr=subprocess.STDOUT,
     )
     try:
-        ventana = _xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
-        _xdotool(display, "windowfocus", "--sync", ventana)
-        time.sleep(0.3)
-        _xdotool(display, "type", "--delay", "20", CARD)
-        _xdotool(display, "key", "Return")
-        _xdotool(display, "type", "--delay", "20", PIN)
-        _xdotool(display, "key", "Return")
-        _xdotool(display, "type", "--delay", "20", "2")
-        _xdotool(display, "type", "--delay", "20", "500")
-        _xdotool(display, "key", "Return", "Return")
-        _xdotool(display, "key", "Return")
-        _xdotool(display, "type", "--delay", "20", "3")
-        _xdotool(display, "type", "--delay", "20", "200")
-        _xdotool(display, "key", "Return", "Return")
-        deadline = time.monotonic() + 20
-        while True:
-            estado = _bank_state(bank)
-            if len(estado["movimientos"]) >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
-        assert [(m["tipo"], m["monto"]) for m in estado["movimientos"][:2]] == [
-            ("RETIRO", "200.00"),
-            ("DEPOSITO", "500.00"),
-        ]
-        assert Decimal(estado["saldo"]) == Decimal("234444.00") + 500 - 200
-        _xdotool(display, "key", "Escape")  # CANCELAR: SALIR to the bank, card returned
+        type_must_show_sequence(display, CARD, PIN)
+        assert_must_show_at_the_bank(bank)
+        xdotool(display, "key", "Escape")  # CANCELAR: SALIR to the bank, card returned
         time.sleep(0.3)
         assert atm.poll() is None, "the ATM must still be running"
     finally:

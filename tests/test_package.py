@@ -1,0 +1,143 @@
+"""The packaged ATM: ``pyinstaller build.spec``, then the executable on a virtual screen.
+
+The executable runs with no project sources anywhere it could import them
+(a bare environment, a folder of its own), against a real bank, and the
+issue's key presses go through it with xdotool. This is the only test that
+builds; it takes about half a minute of PyInstaller.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.bank_fixture import ROOT, RunningBank
+from tests.display import (
+    CARD,
+    PIN,
+    assert_must_show_at_the_bank,
+    bank_state,
+    require_xdotool,
+    type_must_show_sequence,
+    xdotool,
+)
+
+EXE_NAME = "Cajero.exe" if os.name == "nt" else "Cajero"
+
+
+@pytest.fixture(scope="module")
+def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("PyInstaller", reason="PyInstaller no está instalado (pip install -r requirements.txt)")
+    out = tmp_path_factory.mktemp("paquete")
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--distpath",
+            str(out / "dist"),
+            "--workpath",
+            str(out / "build"),
+            str(ROOT / "build.spec"),
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    made = sorted(p.name for p in (out / "dist").iterdir())
+    assert made == [EXE_NAME], f"one-file: dist/ must hold the executable alone, not {made}"
+    return out / "dist" / EXE_NAME
+
+
+def bare_env(display: str, home: Path) -> dict[str, str]:
+    """No PYTHONPATH, no virtualenv: the executable must carry everything it imports."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "DISPLAY": display, "LANG": "C.UTF-8"}
+    if os.name == "nt":
+        env = {**os.environ, "PYTHONPATH": ""}
+    return env
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate(timeout=10)
+    return out.decode(errors="replace")
+
+
+@pytest.mark.timeout(600)
+def test_executable_with_host_and_port_does_the_must_show(executable: Path, display: str, bank: RunningBank, tmp_path):
+    require_xdotool()
+    folder = tmp_path / "cliente"  # holds only llave.key, as the issue says
+    folder.mkdir()
+    shutil.copy(bank.key_path, folder / "llave.key")
+    process = subprocess.Popen(
+        [str(executable), "127.0.0.1", str(bank.port)],
+        cwd=folder,
+        env=bare_env(display, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        type_must_show_sequence(display)
+        assert_must_show_at_the_bank(bank)
+        assert process.poll() is None
+    finally:
+        said = stop(process)
+    assert "Traceback" not in said, said
+
+
+@pytest.mark.timeout(600)
+def test_double_click_reads_atm_ini_beside_the_executable(
+    executable: Path, display: str, bank: RunningBank, tmp_path: Path
+):
+    """No arguments, started from another folder: the settings, the key and the log are beside the executable."""
+    require_xdotool()
+    beside = tmp_path / "instalado"
+    beside.mkdir()
+    installed = beside / EXE_NAME
+    shutil.copy2(executable, installed)
+    shutil.copy(bank.key_path, beside / "llave.key")
+    (beside / "atm.ini").write_text(
+        f"[cajero]\nhost = 127.0.0.1\npuerto = {bank.port}\nllave = llave.key\n", encoding="utf-8"
+    )
+    elsewhere = tmp_path / "escritorio"
+    elsewhere.mkdir()
+    process = subprocess.Popen(
+        [str(installed)],
+        cwd=elsewhere,
+        env=bare_env(display, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        window = xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
+        xdotool(display, "windowfocus", "--sync", window)
+        time.sleep(0.3)
+        xdotool(display, "type", "--delay", "20", CARD)
+        xdotool(display, "key", "Return")
+        xdotool(display, "type", "--delay", "20", PIN)
+        xdotool(display, "key", "Return")
+        xdotool(display, "type", "--delay", "20", "2")
+        xdotool(display, "type", "--delay", "20", "100")
+        xdotool(display, "key", "Return", "Return")
+        deadline = time.monotonic() + 20
+        while bank_state(bank)["saldo"] != "234544.00" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert bank_state(bank)["saldo"] == "234544.00"
+    finally:
+        said = stop(process)
+    assert "Traceback" not in said, said
+    assert list(elsewhere.iterdir()) == [], "nothing is written in the folder it was started from"
+    assert (beside / "cajero_atm.log").exists(), "the log goes beside the executable"
