@@ -15,17 +15,10 @@ import pytest
 from tests import contract_client as cc
 
 VECTORS = json.loads((Path(__file__).with_name("vectors.json")).read_text(encoding="utf-8"))
-SHARED = Path("/work/shared/contract/vectors.json")
 
 
 def h(name: str) -> bytes:
     return bytes.fromhex(VECTORS[name])
-
-
-def test_copy_matches_the_shared_contract() -> None:
-    if not SHARED.exists():
-        pytest.skip("shared contract folder not present")
-    assert json.loads(SHARED.read_text(encoding="utf-8")) == VECTORS
 
 
 def test_key_schedule_and_proof() -> None:
