@@ -13,7 +13,9 @@ bank's ceiling.
 
 The stored offset may only ever be *lower* than the truth (that costs an
 extra sync, never a lost transaction): it is reset at start-up and
-lowered when a torn tail is cut off.
+lowered when a torn tail is cut off. Because it only ever overstates
+nothing, a process may read it without the lock to learn that its record
+is already on disk; only a process that must sync takes the lock.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class GroupSync:
     def wait_durable(self, fd: int, offset: int) -> None:
         """Return once the journal behind ``fd`` is on disk up to ``offset``."""
         lock, shared = self._open()
+        if _OFFSET.unpack_from(shared)[0] >= offset:
+            return  # another process's sync already covered it: no lock needed to see that
         portalocker.lock(lock, portalocker.LOCK_EX)
         try:
             if _OFFSET.unpack_from(shared)[0] >= offset:

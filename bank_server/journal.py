@@ -70,7 +70,12 @@ class Record:
         if self.monto is not None:
             body["monto"] = format_amount(self.monto)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        line = b"%d %s %s %s" % (self.n, self.cuenta.tarjeta.encode("ascii"), (self.id or NO_ID).encode("ascii"), payload)
+        line = b"%d %s %s %s" % (
+            self.n,
+            self.cuenta.tarjeta.encode("ascii"),
+            (self.id or NO_ID).encode("ascii"),
+            payload,
+        )
         return b"%08x %s\n" % (zlib.crc32(line), line)
 
 
