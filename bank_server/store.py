@@ -9,8 +9,8 @@ The write path of one transaction, in order:
 1. take the lock; read the records other processes appended since we last looked;
 2. decide with the pure rules;
 3. append the record in one ``write``;
-4. release the lock, then ``fdatasync`` (one sync shared by every process
-   waiting: group commit); from here it survives any crash;
+4. release the lock, then ``fdatasync`` (the file system batches the
+   syncs that wait together: group commit); from here it survives any crash;
 5. only then answer the ATM.
 
 A kill before 3 completes leaves at most a torn last line, never
@@ -32,7 +32,6 @@ from typing import BinaryIO
 import portalocker
 
 from bank_server import faults
-from bank_server.group_sync import GroupSync
 from bank_server.journal import (
     Journal,
     JournalError,
@@ -94,7 +93,6 @@ class Store:
         self._journal = journal
         self._journal_pid = os.getpid()
         self._lock = LedgerLock(lock_path_for(ledger_path))
-        self._group = GroupSync(ledger_path.with_suffix(".sync"))
         self._written_to: int | None = None
 
     # -- opening -------------------------------------------------------------------
@@ -113,7 +111,6 @@ class Store:
         if not recover:
             return cls._load(ledger_path, lock_held=False)
         with lock:
-            GroupSync(ledger_path.with_suffix(".sync")).lower_to(0)  # nothing is known durable yet
             store = cls._load(ledger_path, lock_held=True)
             if store._ledger.libro is None or store.state.last_n > store._ledger.diario:
                 store._write_checkpoint()
@@ -168,9 +165,6 @@ class Store:
     def _catch_up(self, *, locked: bool) -> None:
         journal = self._own_journal()
         records = journal.read_new(locked=locked)
-        if journal.truncated:
-            self._group.lower_to(journal.offset)
-            journal.truncated = False
         for raw in records:
             if raw.n <= self.state.last_n and raw.n > self.state.checkpoint_n:
                 raise JournalError(journal.path, raw.number, f"registro {raw.n} fuera de orden")
@@ -186,9 +180,9 @@ class Store:
         """Hold the ledger lock with the state brought fully up to date.
 
         Records committed inside are durable when the block exits: the
-        lock is released first and the sync is shared with whoever else
-        is waiting (group commit), so the disk's latency is paid outside
-        the lock.
+        lock is released first and then the journal is synced, so the
+        disk's latency is paid outside the lock and concurrent syncs are
+        batched by the file system (group commit).
         """
         self._written_to = None
         self._catch_up(locked=False)  # most of the reading, before the lock
@@ -202,7 +196,7 @@ class Store:
         finally:
             if self._written_to is not None:
                 faults.crash_point("antes_de_sincronizar")
-                self._group.wait_durable(self._journal.fd, self._written_to)
+                self._journal.sync()
                 self._written_to = None
 
     def commit(self, record: Record) -> None:

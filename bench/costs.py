@@ -46,7 +46,7 @@ PIECES: list[tuple[str, str, tuple[str, ...]]] = [
     ("    codificar registro (JSON + CRC)", "bank_server/journal.py", ("encode",)),
     ("    os.write / append", "bank_server/journal.py", ("append", "write")),
     ("    fdatasync (journal._sync)", "bank_server/journal.py", ("_sync",)),
-    ("    fdatasync en grupo (wait_durable)", "bank_server/group_sync.py", ("wait_durable",)),
+    ("    fdatasync fuera del candado (Journal.sync)", "bank_server/journal.py", ("sync",)),
     ("    aplicar al estado", "bank_server/state.py", ("apply",)),
     ("    soltar el candado", "bank_server/store.py", ("__exit__",)),
     ("  logging (_log)", "bank_server/service.py", ("_log",)),

@@ -71,10 +71,7 @@ RULES: list[tuple[str, str, str]] = [
     ("logging/__init__.py", "*", "logging: una línea por petición (consola + banco.log)"),
     ("concurrent_log_handler", "*", "logging: una línea por petición (consola + banco.log)"),
     ("bank_server/journal.py", "write", "diario: os.write del registro"),
-    ("bank_server/group_sync.py", "*", "commit en grupo: resto"),
-    ("bank_server/group_sync.py", "wait_durable", "commit en grupo: esperar candado de sync (fsync de otro)"),
-    ("bank_server/group_sync.py", "sync_fd", "commit en grupo: fdatasync propio"),
-    ("bank_server/group_sync.py", "_open", "commit en grupo: resto"),
+    ("bank_server/journal.py", "sync_fd", "fdatasync fuera del candado (el núcleo agrupa)"),
 ]
 # For a leaf frame in the handler loop, the source line says what it was blocked in.
 LINE_RULES: list[tuple[str, str]] = [
