@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from bank_server import faults
-from bank_server.ledger import Account, parse_account
+from bank_server.ledger import Account, fast_account, parse_account
 from common.money import AmountError, format_amount, parse_ledger_amount
 
 HEADER_RE = re.compile(rb"# cajero-diario libro=([0-9a-f]{32})\n")
@@ -107,14 +107,22 @@ def scan_line(line: bytes, number: int) -> RawRecord:
 
 def decode_record(line: bytes) -> Record:
     """Decode one complete line (without its newline); ``ValueError`` says why it is unusable."""
-    raw = scan_line(line, 0)
-    payload = line[9:].split(b" ", 3)[3]
+    return decode_scanned(scan_line(line, 0))
+
+
+def decode_scanned(raw: RawRecord) -> Record:
+    """Decode a line whose CRC and prefix ``scan_line`` already checked."""
+    payload = raw.line[9:].split(b" ", 3)[3]
     body = json.loads(payload.decode("utf-8"))
     cuenta = body["cuenta"]
-    fields = [cuenta["tarjeta"], cuenta["titular"], cuenta["saldo"], cuenta["pin"], str(cuenta["intentos"])]
-    account, problem = parse_account([str(f) for f in fields])
+    fields = [
+        str(f) for f in (cuenta["tarjeta"], cuenta["titular"], cuenta["saldo"], cuenta["pin"], cuenta["intentos"])
+    ]
+    account = fast_account("|".join(fields)) if not any("|" in f for f in fields) else None
     if account is None:
-        raise ValueError(problem)
+        account, problem = parse_account(fields)
+        if account is None:
+            raise ValueError(problem)
     tipo = body["tipo"]
     if tipo not in TIPOS or not isinstance(body["n"], int) or not isinstance(body["fecha"], str):
         raise ValueError("registro con tipo, número o fecha no válidos")

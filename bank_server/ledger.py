@@ -98,7 +98,8 @@ _LINE = re.compile(
 _GOOD_PARAMS: set[str] = set()
 
 
-def _fast_account(line: str) -> Account | None:
+def fast_account(line: str) -> Account | None:
+    """A well-formed account line in one regex match; None sends the caller to ``parse_account``."""
     match = _LINE.fullmatch(line)
     if match is None:
         return None
@@ -155,7 +156,7 @@ def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
                 continue
             ledger.layout.append(("texto", line))
             continue
-        account = _fast_account(line)
+        account = fast_account(line)
         problem = None
         if account is None:
             account, problem = parse_account(line.split("|"))

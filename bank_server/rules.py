@@ -38,10 +38,14 @@ def account_for(state: BankState, card: str) -> Account:
 
 
 def _repeat(state: BankState, tipo: str, card: str, monto: Decimal, tx_id: str) -> Applied | None:
+    owner = state.owner_of(tx_id)
+    if owner is None:
+        return None
+    if owner != card:  # another card's transaction (maybe never decoded here)
+        raise RequestError("ID_REPETIDO")
+    state.account(card)  # decodes the card's records set aside, so the id is in ``applied``
     previous = state.applied.get(tx_id)
-    if previous is None:
-        if tx_id in state.foreign_ids:  # another card's transaction, seen by a lazy handler
-            raise RequestError("ID_REPETIDO")
+    if previous is None:  # forgotten (older than the id memory): a new transaction
         return None
     if (previous.tipo, previous.tarjeta, previous.monto) != (tipo, card, monto):
         raise RequestError("ID_REPETIDO")

@@ -43,12 +43,19 @@ class Applied:
 class BankState:
     """Balances, ids, movements and daily totals, as of journal record ``last_n``.
 
-    *Eager* (the acceptor, administration, recovery): every record is
-    decoded and applied. A handler is *lazy*: it serves one card, so a
-    record of another card costs it only a CRC check and an id lookup
-    (``take``), not a JSON decode under the ledger lock; before it knows
-    its card, it keeps such records aside and decodes a card's records
-    when the card is first asked for (``account``).
+    Decoding a journal line (JSON, account fields, Decimals) is the costly
+    part of reading it, so a process decodes only what it needs, when it
+    needs it. A record is *set aside* (kept raw, by card) or only *indexed*
+    (its id remembered with its card) otherwise:
+
+    - *eager* (the acceptor, administration, recovery): records after the
+      checkpoint are decoded at once, because ``cuenta.txt`` must be
+      rewritable from memory; older records (history: ids, movements,
+      today's withdrawals) are set aside until their card is asked for.
+      Start-up therefore costs a CRC check per history record, not a decode.
+    - *lazy* (a handler): before it knows its card, everything is set
+      aside; once bound to its card (one card per connection), another
+      card's record is only indexed.
     """
 
     def __init__(self, accounts: dict[str, Account], diario: int, decode: Callable[[RawRecord], Record]) -> None:
@@ -61,30 +68,36 @@ class BankState:
         self.decode = decode
         self.eager = True
         self.focus: str | None = None  # a lazy handler's card, once bound
-        self.deferred: dict[str, list[RawRecord]] = {}  # lazy, before binding: records set aside by card
-        self.foreign_ids: dict[str, str] = {}  # lazy, after binding: other cards' transaction ids
+        self.deferred: dict[str, list[RawRecord]] = {}  # records set aside, by card, in order
+        self.id_owner: dict[str, str] = {}  # ids of records not decoded here -> their card
 
     def take(self, raw: RawRecord) -> None:
-        """Read one record from the journal, decoding it only if this process needs it."""
+        """Read one record from the journal, decoding it only if this process needs it now."""
         self.last_n = max(self.last_n, raw.n)
-        if self.eager or raw.tarjeta == self.focus:
+        if raw.tarjeta == self.focus or (self.eager and raw.n > self.checkpoint_n):
+            self.account(raw.tarjeta)  # what was set aside for the card comes first
             self.apply(self.decode(raw))
-        elif self.focus is None:
+            return
+        if raw.id is not None:
+            self.id_owner[raw.id] = raw.tarjeta
+        if self.focus is None:
             self.deferred.setdefault(raw.tarjeta, []).append(raw)
-        elif raw.id is not None:
-            self.foreign_ids[raw.id] = raw.tarjeta
 
     def account(self, card: str) -> Account | None:
-        """The card's current account, decoding what was set aside for it."""
+        """The card's current account, decoding first what was set aside for it."""
         for raw in self.deferred.pop(card, ()):
             self.apply(self.decode(raw))
         return self.accounts.get(card)
 
+    def owner_of(self, tx_id: str) -> str | None:
+        """The card a transaction id belongs to, decoded or not (None: a new id)."""
+        if tx_id in self.applied:
+            return self.applied[tx_id].tarjeta
+        return self.id_owner.get(tx_id)
+
     def bind(self, card: str) -> None:
-        """From now on this process serves ``card`` only: keep just the ids of other cards' records."""
+        """From now on this process serves ``card`` only: other cards' records are just indexed."""
         self.account(card)
-        for raws in self.deferred.values():
-            self.foreign_ids.update((raw.id, raw.tarjeta) for raw in raws if raw.id is not None)
         self.deferred.clear()
         self.focus = card
 

@@ -38,7 +38,7 @@ from bank_server.journal import (
     RawRecord,
     Record,
     create_journal,
-    decode_record,
+    decode_scanned,
     read_header,
     write_atomically,
 )
@@ -219,7 +219,7 @@ class Store:
 
 def decode_raw(journal_path: Path, raw: RawRecord) -> Record:
     try:
-        return decode_record(raw.line)
+        return decode_scanned(raw)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise JournalError(journal_path, raw.number, f"registro dañado: {exc}") from None
 

@@ -168,3 +168,20 @@ def test_lazy_handler_decodes_only_its_card_and_still_knows_every_id(tmp_path: P
     assert writer.refresh().accounts[other].saldo == Decimal("54.00")
     writer.close()
     handler.close()
+
+
+def test_start_up_sets_history_aside_until_its_card_is_asked_for(ledger: Path):
+    store = Store.open(ledger, recover=True)
+    deposit(store, "1.00", "old")
+    store.checkpoint()  # "old" is now history: already in cuenta.txt
+    store.close()
+    store = Store.open(ledger, recover=True)
+    state = store.state
+    assert "old" not in state.applied and state.owner_of("old") == CARD, "indexed, not decoded"
+    with store.locked() as locked_state:
+        again = decide_movement(
+            locked_state, "DEPOSITO", CARD, Decimal("1.00"), "old", "2026-11-23T10:00:00-06:00", Limits()
+        )
+    assert not isinstance(again, Record) and again.saldo == Decimal("101.00"), "a retry of history is a repeat"
+    assert [r.id for r in state.movements[CARD]] == ["old"]
+    store.close()

@@ -69,6 +69,8 @@ def check_recovered(ledger: Path, acked: dict[str, tuple[str, str, str, str]]) -
     store = Store.open(ledger, recover=True)  # exactly what the server does at start-up
     try:
         state = store.state
+        for card in CARDS:
+            state.account(card)  # decode the history the start-up only indexed
         for tx_id, (tipo, card, monto, saldo) in acked.items():
             applied = state.applied.get(tx_id)
             assert applied is not None, f"acknowledged transaction {tx_id} was lost"
