@@ -171,6 +171,85 @@ def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
     return ledger, errors
 
 
+class LazyAccounts(dict):  # type: ignore[type-arg]
+    """Accounts parsed on first use, for a handler started by ``spawn``.
+
+    Such a handler serves one card; parsing the 100,000 lines it will
+    never read would cost it a second on every connection. The server
+    validated the whole file when it started, and since then only its own
+    checkpoints have replaced it.
+    """
+
+    def __init__(self, lines: dict[str, str]) -> None:
+        super().__init__()
+        self._lines = lines
+
+    def _parse(self, card: str) -> None:
+        line = self._lines.pop(card, None)
+        if line is not None and not dict.__contains__(self, card):
+            account = fast_account(line) or parse_account(line.split("|"))[0]
+            if account is None:
+                raise ValueError(f"la cuenta {card[-4:]} del archivo de cuentas no se puede leer")
+            dict.__setitem__(self, card, account)
+
+    def get(self, card: str, default: Account | None = None) -> Account | None:  # type: ignore[override]
+        self._parse(card)
+        return dict.get(self, card, default)
+
+    def __getitem__(self, card: str) -> Account:
+        self._parse(card)
+        return dict.__getitem__(self, card)
+
+    def __setitem__(self, card: str, account: Account) -> None:
+        self._lines.pop(card, None)
+        dict.__setitem__(self, card, account)
+
+    def __contains__(self, card: object) -> bool:
+        return dict.__contains__(self, card) or card in self._lines
+
+    # Anything that walks every account parses them all first, so the mapping is never seen half-filled.
+    def parse_all(self) -> None:
+        for card in list(self._lines):
+            self._parse(card)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.parse_all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + len(self._lines)
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self.parse_all()
+        return dict.items(self)
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self.parse_all()
+        return dict.values(self)
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self.parse_all()
+        return dict.keys(self)
+
+
+def index_ledger(data: bytes) -> Ledger:
+    """The ledger's lines by card, unparsed (see ``LazyAccounts``); the checkpoint mark parsed."""
+    ledger = Ledger()
+    lines: dict[str, str] = {}
+    for raw in data.decode("utf-8-sig").split("\n"):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            if match := _CHECKPOINT.fullmatch(stripped):
+                ledger.libro, ledger.diario = match.group(1), int(match.group(2))
+            continue
+        lines[line.split("|", 1)[0].strip(_FIELD_SPACE)] = line
+    ledger.accounts = LazyAccounts(lines)
+    return ledger
+
+
 def load_ledger(path: Path) -> tuple[Ledger, list[LedgerError]]:
     try:
         data = path.read_bytes()

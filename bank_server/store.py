@@ -42,7 +42,7 @@ from bank_server.journal import (
     read_header,
     write_atomically,
 )
-from bank_server.ledger import Ledger, LedgerError, load_ledger, render_ledger
+from bank_server.ledger import Ledger, LedgerError, index_ledger, load_ledger, render_ledger
 from bank_server.state import BankState
 
 
@@ -109,7 +109,7 @@ class Store:
         ledger_path = Path(ledger_path)
         lock = LedgerLock(lock_path_for(ledger_path))
         if not recover:
-            return cls._load(ledger_path, lock_held=False)
+            return cls._load(ledger_path, lock_held=False, lazy=True)
         with lock:
             store = cls._load(ledger_path, lock_held=True)
             if store._ledger.libro is None or store.state.last_n > store._ledger.diario:
@@ -117,10 +117,13 @@ class Store:
             return store
 
     @classmethod
-    def _load(cls, ledger_path: Path, *, lock_held: bool) -> Store:
-        ledger, errors = load_ledger(ledger_path)
-        if errors:
-            raise LedgerLoadError([str(e) for e in errors])
+    def _load(cls, ledger_path: Path, *, lock_held: bool, lazy: bool = False) -> Store:
+        if lazy:
+            ledger = index_ledger(ledger_path.read_bytes())
+        else:
+            ledger, errors = load_ledger(ledger_path)
+            if errors:
+                raise LedgerLoadError([str(e) for e in errors])
         journal_path = journal_path_for(ledger_path)
         if not journal_path.exists():
             if not lock_held:
@@ -141,7 +144,8 @@ class Store:
                 ]
             )
         journal = Journal(journal_path)
-        state = BankState(dict(ledger.accounts), ledger.diario, partial(decode_raw, journal_path))
+        accounts = ledger.accounts if lazy else dict(ledger.accounts)
+        state = BankState(accounts, ledger.diario, partial(decode_raw, journal_path))
         store = cls(ledger_path, ledger, state, journal)
         try:
             store._catch_up(locked=lock_held)
@@ -210,6 +214,11 @@ class Store:
             self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
+        if not self._ledger.layout and self._ledger.accounts:  # opened lazily: take the file's comments and order
+            full, errors = load_ledger(self.ledger_path)
+            if errors:
+                raise LedgerLoadError([str(e) for e in errors])
+            self._ledger.layout = full.layout
         libro = self._ledger.libro or self._journal.libro
         text = render_ledger(self._ledger, self.state.accounts, libro, self.state.last_n)
         write_atomically(self.ledger_path, text.encode("utf-8"))

@@ -141,6 +141,16 @@ class RunningBank:
         finally:
             self._cleanup()
 
+    def close(self, timeout: float = 15.0) -> None:
+        """End this server whatever its state: graceful stop if it runs (kill if that fails), then clean up."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.stop(timeout)
+            except Exception:
+                self.kill()
+        else:
+            self._cleanup()
+
     def kill(self) -> None:
         """SIGKILL the acceptor and every handler at once (a power cut, for the processes)."""
         assert self.process is not None

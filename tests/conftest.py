@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.bank_fixture import RunningBank, start_bank
+from tests.bank_fixture import DEMO_ACCOUNTS, RunningBank, start_bank
 from tests.display import start_xvfb
 
 
@@ -18,10 +19,24 @@ def bank(tmp_path: Path) -> Iterator[RunningBank]:
     try:
         yield running
     finally:
-        if running.process is not None and running.process.poll() is None:
-            running.stop()
-        else:
-            running._cleanup()
+        running.close()
+
+
+@pytest.fixture
+def make_bank(tmp_path: Path) -> Iterator[Callable[..., RunningBank]]:
+    """Start banks with chosen accounts/flags; every one is stopped (or killed) at the end."""
+    started: list[RunningBank] = []
+
+    def make(accounts: Any = DEMO_ACCOUNTS, extra_args: tuple[str, ...] = (), name: str = "banco") -> RunningBank:
+        running = start_bank(tmp_path / name, accounts=accounts, extra_args=extra_args)
+        started.append(running)
+        return running
+
+    try:
+        yield make
+    finally:
+        for running in started:
+            running.close()
 
 
 @pytest.fixture(scope="module")

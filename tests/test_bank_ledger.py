@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bank_server.ledger import Account, parse_ledger, render_ledger
+from bank_server.ledger import Account, index_ledger, parse_ledger, render_ledger
 from tests.bank_fixture import pin_field
 
 PIN = pin_field("1234")
@@ -103,3 +103,17 @@ def test_round_trip_property(rows):
     again, errors = parse_ledger(text.encode("utf-8"), "x")
     assert errors == []
     assert again.accounts == accounts
+
+
+def test_lazy_index_gives_the_same_accounts_as_the_full_parse():
+    data = ledger_text(
+        "# cajero: libro=" + "ab" * 16 + " diario=3",
+        f"1111111111111111 | Ana |  1.00|{PIN}|0",
+        f"2222222222222222|Beto|2.00|{PIN}|3",
+    )
+    full, errors = parse_ledger(data, "cuenta.txt")
+    lazy = index_ledger(data)
+    assert errors == [] and (lazy.libro, lazy.diario) == (full.libro, full.diario)
+    assert "2222222222222222" in lazy.accounts and len(lazy.accounts) == 2
+    assert lazy.accounts.get("1111111111111111") == full.accounts["1111111111111111"]
+    assert dict(lazy.accounts.items()) == full.accounts

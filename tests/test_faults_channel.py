@@ -60,12 +60,6 @@ def cifra(text: str) -> None:
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------------------------
-def _stop(running: RunningBank) -> None:
-    if running.process is not None and running.process.poll() is None:
-        running.stop(timeout=15)
-    running._cleanup()
-
-
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBank]:
     """One server for the flip, MAC/padding and slowloris groups (the flood has its own)."""
@@ -73,7 +67,7 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBank]:
     try:
         yield running
     finally:
-        _stop(running)
+        running.close()
 
 
 def served(bank: RunningBank, account: DemoAccount = JUAN, within: float = 5.0) -> Decimal:
@@ -340,7 +334,7 @@ def flood_bank(tmp_path: Path) -> Iterator[RunningBank]:
     try:
         yield running
     finally:
-        _stop(running)
+        running.close()
 
 
 GARBAGE = (

@@ -47,9 +47,7 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBank]:
     try:
         yield running
     finally:
-        if running.process is not None and running.process.poll() is None:
-            running.stop(timeout=15)
-        running._cleanup()
+        running.close()
 
 
 def deposit(amount: str = "100.00") -> bytes:
@@ -473,9 +471,7 @@ def idle_bank(tmp_path: Path) -> Iterator[RunningBank]:
     try:
         yield running
     finally:
-        if running.process is not None and running.process.poll() is None:
-            running.stop(timeout=15)
-        running._cleanup()
+        running.close()
 
 
 @pytest.mark.timeout(30)

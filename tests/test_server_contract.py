@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,29 +40,6 @@ ERROR_CODES = {
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def make_bank(tmp_path: Path) -> Iterator[Callable[..., RunningBank]]:
-    """Start banks with chosen accounts/flags; every one is stopped (or killed) at the end."""
-    started: list[RunningBank] = []
-
-    def make(accounts: Any = DEMO_ACCOUNTS, extra_args: tuple[str, ...] = (), name: str = "banco") -> RunningBank:
-        running = start_bank(tmp_path / name, accounts=accounts, extra_args=extra_args)
-        started.append(running)
-        return running
-
-    try:
-        yield make
-    finally:
-        for running in started:
-            if running.process is not None and running.process.poll() is None:
-                try:
-                    running.stop(timeout=15)
-                except Exception:
-                    running.kill()
-            else:
-                running._cleanup()
-
-
 @pytest.fixture(scope="module")
 def shared_bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBank]:
     """One bank for the tests that must leave every account as it was (each checks that it does)."""
@@ -71,9 +47,7 @@ def shared_bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBan
     try:
         yield running
     finally:
-        if running.process is not None and running.process.poll() is None:
-            running.stop(timeout=15)
-        running._cleanup()
+        running.close()
 
 
 def session(bank: RunningBank, account: DemoAccount | None = None, pin: str | None = None) -> AtmClient:

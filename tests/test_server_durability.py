@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +34,6 @@ from tests.bank_fixture import (
     DemoAccount,
     RunningBank,
     server_env,
-    start_bank,
     write_key,
     write_ledger,
 )
@@ -45,28 +44,6 @@ CENT = Decimal("0.01")
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------------------------
-@pytest.fixture
-def make_bank(tmp_path: Path) -> Iterator[Callable[..., RunningBank]]:
-    started: list[RunningBank] = []
-
-    def make(accounts: Any = DEMO_ACCOUNTS, extra_args: tuple[str, ...] = (), name: str = "banco") -> RunningBank:
-        running = start_bank(tmp_path / name, accounts=accounts, extra_args=extra_args)
-        started.append(running)
-        return running
-
-    try:
-        yield make
-    finally:
-        for running in started:
-            if running.process is not None and running.process.poll() is None:
-                try:
-                    running.stop(timeout=15)
-                except Exception:
-                    running.kill()
-            else:
-                running._cleanup()
-
-
 @dataclass
 class AtmProcess:
     """One ATM process; a thread collects its JSON lines as they come (even if the bank dies)."""
