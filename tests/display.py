@@ -62,22 +62,34 @@ def xdotool(display: str, *args: str) -> str:
     return done.stdout
 
 
-def type_must_show_sequence(display: str, card: str = CARD, pin: str = PIN) -> None:
-    """The issues' key presses: card, Return, PIN, Return, 2, 500, Return, Return; Return, 3, 200, Return, Return."""
+def press(display: str, *steps: str) -> None:
+    """Real key presses into the Cajero window: ``"Return"``/``"Escape"`` are keys, anything else is typed."""
     ventana = xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
     xdotool(display, "windowfocus", "--sync", ventana)
     time.sleep(0.3)
-    xdotool(display, "type", "--delay", "20", card)
-    xdotool(display, "key", "Return")
-    xdotool(display, "type", "--delay", "20", pin)
-    xdotool(display, "key", "Return")
-    xdotool(display, "type", "--delay", "20", "2")
-    xdotool(display, "type", "--delay", "20", "500")
-    xdotool(display, "key", "Return", "Return")
-    xdotool(display, "key", "Return")
-    xdotool(display, "type", "--delay", "20", "3")
-    xdotool(display, "type", "--delay", "20", "200")
-    xdotool(display, "key", "Return", "Return")
+    for step in steps:
+        if step in ("Return", "Escape", "BackSpace"):
+            xdotool(display, "key", step)
+        else:
+            xdotool(display, "type", "--delay", "20", step)
+
+
+def type_must_show_sequence(display: str, card: str = CARD, pin: str = PIN) -> None:
+    """The issues' key presses: card, Return, PIN, Return, 2, 500, Return, Return; Return, 3, 200, Return, Return."""
+    press(
+        display, card, "Return", pin, "Return", "2", "500", "Return", "Return", "Return", "3", "200", "Return", "Return"
+    )
+
+
+def stop_process(process: subprocess.Popen) -> str:
+    """Terminate (then kill) a program under test; return what it printed."""
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate(timeout=10)
+    return (out or b"").decode(errors="replace")
 
 
 def bank_state(bank: RunningBank, card: str = CARD, pin: str = PIN) -> dict[str, Any]:

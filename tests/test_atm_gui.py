@@ -29,6 +29,7 @@ from tests.display import (
     assert_must_show_at_the_bank,
     bank_state,
     require_xdotool,
+    stop_process,
     type_must_show_sequence,
     xdotool,
 )
@@ -184,13 +185,8 @@ def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_pat
         time.sleep(0.3)
         assert atm.poll() is None, "the ATM must still be running"
     finally:
-        atm.terminate()
-        try:
-            salida, _ = atm.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            atm.kill()
-            salida, _ = atm.communicate(timeout=10)
-    assert b"Traceback" not in salida, salida.decode(errors="replace")
+        salida = stop_process(atm)
+    assert "Traceback" not in salida, salida
 
 
 @pytest.mark.timeout(60)

@@ -23,9 +23,10 @@ from tests.display import (
     PIN,
     assert_must_show_at_the_bank,
     bank_state,
+    press,
     require_xdotool,
+    stop_process,
     type_must_show_sequence,
-    xdotool,
 )
 
 EXE_NAME = "Cajero.exe" if os.name == "nt" else "Cajero"
@@ -66,16 +67,6 @@ def bare_env(display: str, home: Path) -> dict[str, str]:
     return env
 
 
-def stop(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        out, _ = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate(timeout=10)
-    return out.decode(errors="replace")
-
-
 @pytest.mark.timeout(600)
 def test_executable_with_host_and_port_does_the_must_show(executable: Path, display: str, bank: RunningBank, tmp_path):
     require_xdotool()
@@ -94,7 +85,7 @@ def test_executable_with_host_and_port_does_the_must_show(executable: Path, disp
         assert_must_show_at_the_bank(bank)
         assert process.poll() is None
     finally:
-        said = stop(process)
+        said = stop_process(process)
     assert "Traceback" not in said, said
 
 
@@ -122,22 +113,13 @@ def test_double_click_reads_atm_ini_beside_the_executable(
         stderr=subprocess.STDOUT,
     )
     try:
-        window = xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
-        xdotool(display, "windowfocus", "--sync", window)
-        time.sleep(0.3)
-        xdotool(display, "type", "--delay", "20", CARD)
-        xdotool(display, "key", "Return")
-        xdotool(display, "type", "--delay", "20", PIN)
-        xdotool(display, "key", "Return")
-        xdotool(display, "type", "--delay", "20", "2")
-        xdotool(display, "type", "--delay", "20", "100")
-        xdotool(display, "key", "Return", "Return")
+        press(display, CARD, "Return", PIN, "Return", "2", "100", "Return", "Return")
         deadline = time.monotonic() + 20
         while bank_state(bank)["saldo"] != "234544.00" and time.monotonic() < deadline:
             time.sleep(0.3)
         assert bank_state(bank)["saldo"] == "234544.00"
     finally:
-        said = stop(process)
+        said = stop_process(process)
     assert "Traceback" not in said, said
     assert list(elsewhere.iterdir()) == [], "nothing is written in the folder it was started from"
     assert (beside / "cajero_atm.log").exists(), "the log goes beside the executable"
