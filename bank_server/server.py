@@ -30,6 +30,7 @@ import portalocker
 
 from bank_server.config import ServerConfig
 from bank_server.handler import handler_main
+from bank_server.journal import JournalError
 from bank_server.logs import setup_logging
 from bank_server.store import Store
 
@@ -84,7 +85,7 @@ class Acceptor:
             if readable:
                 self.accept_all()
             if time.monotonic() - last_refresh > 1.0:
-                self.store.refresh()  # keeps what fork hands to children close to current
+                self.refresh()  # keeps what fork hands to children close to current
                 last_refresh = time.monotonic()
         self.shutdown()
 
@@ -121,7 +122,7 @@ class Acceptor:
     def start_handler(self, sock: socket.socket, peer: str, accepted_at: float) -> None:
         """``accepted_at`` (monotonic, system-wide) starts the 10 s handshake clock, wait for a slot included."""
         if self.config.start_method == "fork":
-            self.store.refresh()
+            self.refresh()
             inherited = (self.listener, self.server_lock, *(s for _, s, _ in self.waiting))
             args = (self.config, sock, peer, self.stop_event, accepted_at, self.store, self.psk, inherited)
         else:
@@ -135,6 +136,13 @@ class Acceptor:
             self.handlers.append(process)
         finally:
             sock.close()  # the child has its own copy
+
+    def refresh(self) -> None:
+        """Catch up with the journal; damage is logged (handlers answer ERROR_INTERNO), never fatal here."""
+        try:
+            self.store.refresh()
+        except (JournalError, OSError) as exc:
+            log.error("no se pudo leer el diario: %s", exc)
 
     def reap(self) -> None:
         alive = []
@@ -164,7 +172,11 @@ class Acceptor:
             process.kill()
             process.join(5)
         self.handlers = []
-        self.store.checkpoint()
+        try:
+            self.store.checkpoint()
+        except (JournalError, OSError) as exc:
+            log.error("cuenta.txt no se actualizó (el diario conserva todo): %s", exc)
+            return
         log.info("cuenta.txt actualizado; servidor detenido")
 
 
