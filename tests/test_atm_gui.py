@@ -1,10 +1,8 @@
 """The ATM window on a virtual X screen (Xvfb): keypad, keyboard, a slow bank, a real bank.
 
-The display comes from ``Xvfb`` started here on a free display number
-(``-displayfd``), so the tests never open windows on a developer's
-desktop. When Xvfb is not installed they use ``$DISPLAY`` if there is
-one, and otherwise skip, saying why. ``.ci/run`` installs the Debian
-packages ``xvfb``, ``xdotool`` and ``x11-apps`` so that on CI they run.
+The display comes from the ``display`` fixture (``conftest.py``, helpers in
+``tests/display.py``): a private Xvfb, else ``$DISPLAY``, else a skip that
+says why. ``.ci/run`` installs ``xvfb`` and ``xdotool`` so that on CI they run.
 """
 
 from __future__ import annotations
