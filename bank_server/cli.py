@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="retiro máximo por tarjeta y día (por omisión: 20000.00)",
     )
     s.add_argument(
+        "--punto-de-control",
+        type=_positive(float),
+        default=30.0,
+        help="cada cuántos segundos se reescribe cuenta.txt con lo aplicado, si hubo cambios (por omisión: 30)",
+    )
+    s.add_argument(
         "--inicio",
         choices=multiprocessing.get_all_start_methods(),
         default=default_start_method(),
@@ -192,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
             max_handlers=args.max_cajeros,
             idle_timeout=args.inactividad,
             start_method=args.inicio,
+            checkpoint_interval=args.punto_de_control,
             limits=Limits(args.max_operacion, args.limite_diario),
         )
         return serve(config, psk)

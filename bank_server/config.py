@@ -22,4 +22,5 @@ class ServerConfig:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     start_method: str = "fork"
     grace: float = 10.0
+    checkpoint_interval: float = 30.0  # seconds between the acceptor's checkpoints (when something changed)
     limits: Limits = field(default_factory=Limits)

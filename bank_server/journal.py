@@ -158,9 +158,13 @@ def fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole."""
-    tmp = path.with_name(path.name + ".tmp")
+def write_atomically(path: Path, data: bytes, tmp_suffix: str = ".tmp") -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole.
+
+    Writers that do not hold the ledger lock pass their own ``tmp_suffix``
+    so that two of them never write the same temporary file.
+    """
+    tmp = path.with_name(path.name + tmp_suffix)
     with open(tmp, "wb") as handle:
         if faults.triggered("checkpoint_temporal"):
             handle.write(data[: len(data) // 2])
