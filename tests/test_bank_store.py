@@ -56,25 +56,15 @@ def test_committed_records_survive_without_checkpoint(ledger: Path):
     assert "diario=2" in ledger.read_text(encoding="utf-8"), "recovery checkpoints what it replayed"
 
 
-def test_torn_last_line_is_cut_and_never_used(ledger: Path):
+@pytest.mark.parametrize("tail", ["half-a-record", "garbled-whole-line"])
+def test_torn_or_garbled_last_line_is_cut_and_never_used(ledger: Path, tail: str):
     store = Store.open(ledger, recover=True)
     deposit(store, "1.00", "a")
     store.close()
     journal = journal_path_for(ledger)
     good = journal.read_bytes()
     torn = Record(2, "2026-11-23T10:00:00-06:00", "DEPOSITO", store.state.accounts[CARD], "b", Decimal("5")).encode()
-    journal.write_bytes(good + torn[: len(torn) // 2])
-    assert balance(ledger) == Decimal("101.00")
-    assert journal.read_bytes() == good
-
-
-def test_garbled_complete_last_line_is_cut(ledger: Path):
-    store = Store.open(ledger, recover=True)
-    deposit(store, "1.00", "a")
-    store.close()
-    journal = journal_path_for(ledger)
-    good = journal.read_bytes()
-    journal.write_bytes(good + b'deadbeef {"n": 2}\n')
+    journal.write_bytes(good + (torn[: len(torn) // 2] if tail == "half-a-record" else b'deadbeef {"n": 2}\n'))
     assert balance(ledger) == Decimal("101.00")
     assert journal.read_bytes() == good
 

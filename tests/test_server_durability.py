@@ -756,25 +756,19 @@ def test_missing_or_malformed_key_stops_the_server(tmp_path: Path, content: str 
 
 
 @pytest.mark.timeout(60)
-def test_key_with_upper_case_hex_and_comments_is_accepted(tmp_path: Path) -> None:
-    folder = tmp_path / "mayusculas"
+@pytest.mark.parametrize(
+    "key_file",
+    [
+        ("# llave\n\n" + TEST_PSK.hex().upper() + "\n").encode(),  # upper-case hex, comments, blank line
+        b"# llave\r\n\r\n" + TEST_PSK.hex().encode() + b"\r\n",  # Windows line endings
+    ],
+    ids=["upper-case-hex-and-comments", "crlf"],
+)
+def test_key_file_variants_are_accepted(tmp_path: Path, key_file: bytes) -> None:
+    folder = tmp_path / "llave"
     folder.mkdir()
     write_ledger(folder, (JUAN,))
-    (folder / "llave.key").write_text("# llave\n\n" + TEST_PSK.hex().upper() + "\n", encoding="utf-8")
-    bank = RunningBank(folder, [])
-    bank.start()
-    try:
-        assert balance(bank, JUAN) == Decimal("820.00")
-    finally:
-        bank.stop()
-
-
-@pytest.mark.timeout(60)
-def test_key_file_with_crlf_line_endings_is_accepted(tmp_path: Path) -> None:
-    folder = tmp_path / "crlf"
-    folder.mkdir()
-    write_ledger(folder, (JUAN,))
-    (folder / "llave.key").write_bytes(b"# llave\r\n\r\n" + TEST_PSK.hex().encode() + b"\r\n")
+    (folder / "llave.key").write_bytes(key_file)
     bank = RunningBank(folder, [])
     bank.start()
     try:
