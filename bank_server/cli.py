@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--registro", type=Path, default=Path("banco.log"), help="archivo de registro rotativo (por omisión: banco.log)"
     )
     s.add_argument(
+        "--detallado",
+        action="store_true",
+        help="registra también cada consulta, depósito y retiro aceptados (el diario ya guarda cada movimiento)",
+    )
+    s.add_argument(
         "--max-cajeros", type=_positive(int), default=100, help="cajeros atendidos a la vez (por omisión: 100)"
     )
     s.add_argument(
@@ -195,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             ledger=args.cuenta,
             key_file=args.llave,
             log_file=args.registro,
+            detailed_log=args.detallado,
             max_handlers=args.max_cajeros,
             idle_timeout=args.inactividad,
             start_method=args.inicio,

@@ -17,6 +17,7 @@ class ServerConfig:
     ledger: Path = Path("cuenta.txt")
     key_file: Path = Path("llave.key")
     log_file: Path | None = Path("banco.log")
+    detailed_log: bool = False  # also log every accepted read and movement (the journal already keeps movements)
     max_handlers: int = 100
     idle_timeout: float = 120.0
     handshake_timeout: float = HANDSHAKE_TIMEOUT

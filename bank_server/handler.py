@@ -49,7 +49,7 @@ def handler_main(
     _install_signal_handlers()
     for thing in inherited:  # fork: the listener, sockets waiting for a slot, the server lock
         thing.close()
-    setup_logging(config.log_file)
+    setup_logging(config.log_file, detailed=config.detailed_log)
     try:
         if store is None:
             store = Store.open(config.ledger, recover=False)

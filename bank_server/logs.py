@@ -20,7 +20,8 @@ MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 5
 
 
-def setup_logging(log_file: Path | None, *, console: bool = True) -> None:
+def setup_logging(log_file: Path | None, *, console: bool = True, detailed: bool = False) -> None:
+    """Console and ``log_file`` for this process; ``detailed`` adds the DEBUG lines (each accepted operation)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -37,3 +38,4 @@ def setup_logging(log_file: Path | None, *, console: bool = True) -> None:
         rotating.setFormatter(formatter)
         root.addHandler(rotating)
     root.setLevel(logging.INFO)
+    logging.getLogger("bank_server").setLevel(logging.DEBUG if detailed else logging.NOTSET)

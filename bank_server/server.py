@@ -210,7 +210,7 @@ def acquire_server_lock(ledger: Path) -> BinaryIO:
 
 def serve(config: ServerConfig, psk: bytes) -> int:
     """Run the server until Ctrl+C or SIGTERM. Returns the exit status."""
-    setup_logging(config.log_file)
+    setup_logging(config.log_file, detailed=config.detailed_log)
     server_lock = acquire_server_lock(config.ledger)
     started = time.perf_counter()
     store = Store.open(config.ledger, recover=True)

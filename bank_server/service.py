@@ -26,6 +26,7 @@ from common.money import REQUEST_AMOUNT_RE as AMOUNT_RE
 from common.money import format_amount
 
 log = logging.getLogger("bank_server.sesion")
+_ROUTINE_OPS = frozenset({m.CONSULTAR, m.DEPOSITAR, m.RETIRAR, m.MOVIMIENTOS, m.SALIR})
 
 
 def account_for_intentos(state: BankState, card: str) -> int:
@@ -160,11 +161,18 @@ class Session:
 
     # -- the log line: time and peer come from the formatter and this call; no PIN, no full card.
     # Only text that passed the contract's grammar is logged, so a request can never forge a log line.
+    # Log-ins, PIN changes and every refusal are INFO; an accepted read or movement is DEBUG
+    # (``--detallado``): the journal already holds every movement, durably, and one log line
+    # per request cost more CPU than the rest of a deposit's bookkeeping.
     def _log(self, op: str, message: dict[str, Any], response: dict[str, Any]) -> None:
+        ok = bool(response.get("ok"))
+        level = logging.DEBUG if ok and op in _ROUTINE_OPS else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         card = self.card or message.get("tarjeta")
         shown = mask_card(card) if isinstance(card, str) and m.CARD_RE.fullmatch(card) else "-"
         amount = message.get("monto")
         shown_amount = amount if isinstance(amount, str) and AMOUNT_RE.fullmatch(amount) else "-"
-        outcome = "ok" if response.get("ok") else response.get("error")
+        outcome = "ok" if ok else response.get("error")
         extra = " repetida" if response.get("repetida") else ""
-        log.info("%s %s %s %s -> %s%s", self.peer, shown, op, shown_amount, outcome, extra)
+        log.log(level, "%s %s %s %s -> %s%s", self.peer, shown, op, shown_amount, outcome, extra)

@@ -152,7 +152,7 @@ def measure(sizes: list[int], n: int, say: Any = print) -> dict[str, Any]:
             console = open(folder / "consola.err", "w", encoding="utf-8")  # noqa: SIM115 - closed below
             try:
                 sys.stderr = console
-                setup_logging(folder / "banco.log")
+                setup_logging(folder / "banco.log", detailed=True)  # "on" = --detallado: a line per deposit
                 sys.stderr = old_stderr
                 rig = Rig(folder, atm_load.card_number(size // 2))
                 try:

@@ -14,7 +14,9 @@ PINS = ("908172", "564738", "192837", "746352")  # the right one, wrong ones, th
 
 @pytest.mark.timeout(90)
 def test_no_secret_in_ledger_journal_or_logs(tmp_path: Path):
-    bank: RunningBank = start_bank(tmp_path / "banco", [DemoAccount(CARD, "Secreto", "100.00", PINS[0])])
+    bank: RunningBank = start_bank(
+        tmp_path / "banco", [DemoAccount(CARD, "Secreto", "100.00", PINS[0])], extra_args=["--detallado"]
+    )
     try:
         with bank.client() as atm:
             assert atm.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PINS[1]})["error"] == "PIN_INCORRECTO"
@@ -32,6 +34,7 @@ def test_no_secret_in_ledger_journal_or_logs(tmp_path: Path):
     }
     written["stdout"] = "".join(bank.output)
     assert "IDENTIFICAR" in written["banco.log"], "the log should have the requests"
+    assert "DEPOSITAR 1.00 -> ok" in written["banco.log"], "--detallado logs accepted movements too"
     for name, text in written.items():
         for pin in PINS:
             if name in ("cuenta.txt", "cuenta.diario"):  # hex hashes could hold six digits by chance
@@ -41,3 +44,21 @@ def test_no_secret_in_ledger_journal_or_logs(tmp_path: Path):
         assert TEST_PSK.hex() not in text.lower(), name
     for name in ("banco.log", "servidor.err", "stdout"):
         assert CARD not in written[name], f"full card number in {name}"
+
+
+@pytest.mark.timeout(90)
+def test_log_keeps_refusals_and_log_ins_and_leaves_movements_to_the_journal(tmp_path: Path):
+    """Without --detallado an accepted deposit is not logged (the journal has it); a refusal and a log-in are."""
+    bank: RunningBank = start_bank(tmp_path / "banco", [DemoAccount(CARD, "Cliente", "100.00", PINS[0])])
+    try:
+        with bank.client() as atm:
+            assert atm.request({"op": "IDENTIFICAR", "tarjeta": CARD, "pin": PINS[0]})["ok"]
+            assert atm.request({"op": "DEPOSITAR", "monto": "1.00", "id": "d1"})["ok"]
+            assert atm.request({"op": "RETIRAR", "monto": "500.00", "id": "r1"})["error"] == "FONDOS_INSUFICIENTES"
+    finally:
+        assert bank.stop() == 0
+    log = (bank.folder / "banco.log").read_text(encoding="utf-8")
+    assert "IDENTIFICAR - -> ok" in log
+    assert "RETIRAR 500.00 -> FONDOS_INSUFICIENTES" in log
+    assert "DEPOSITAR" not in log
+    assert '"id":"d1"' in (bank.folder / "cuenta.diario").read_text(encoding="utf-8")
