@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+import portalocker
 import pytest
 
-from bank_server.journal import Record
+from bank_server import store as store_module
+from bank_server.journal import JournalError, Record
 from bank_server.rules import Limits, decide_movement
-from bank_server.store import LedgerLoadError, Store, journal_path_for, ledger_problems
+from bank_server.service import now_iso
+from bank_server.store import LedgerLoadError, LedgerLock, Store, journal_path_for, ledger_problems
 from common.messages import RequestError
 from tests.bank_fixture import DemoAccount, write_ledger
 
@@ -175,3 +180,88 @@ def test_start_up_sets_history_aside_until_its_card_is_asked_for(ledger: Path):
     assert not isinstance(again, Record) and again.saldo == Decimal("101.00"), "a retry of history is a repeat"
     assert [r.id for r in state.movements[CARD]] == ["old"]
     store.close()
+
+
+def test_a_line_still_being_written_is_left_for_later_not_cut(ledger: Path):
+    """Without the lock, a line with no newline yet is someone's write in progress: wait for the rest."""
+    writer = Store.open(ledger, recover=True)
+    reader = Store.open(ledger, recover=False)
+    line = Record(
+        1,
+        "2026-11-23T10:00:00-06:00",
+        "DEPOSITO",
+        writer.state.accounts[CARD]._replace(saldo=Decimal("101.00")),
+        "x",
+        Decimal("1.00"),
+    ).encode()
+    journal = journal_path_for(ledger)
+    with open(journal, "ab") as out:
+        out.write(line[:50])
+    assert reader.refresh().accounts[CARD].saldo == Decimal("100.00")
+    with open(journal, "ab") as out:
+        out.write(line[50:])
+    assert reader.refresh().accounts[CARD].saldo == Decimal("101.00")
+    assert reader.state.last_n == 1
+    writer.close()
+    reader.close()
+
+
+def test_catching_up_on_megabytes_of_records_reads_them_all(ledger: Path):
+    """More than one read's worth of journal (the reader takes 1 MiB at a time) arrives whole and in order."""
+    writer = Store.open(ledger, recover=True)
+    reader = Store.open(ledger, recover=False)
+    for i in range(3000):  # about 1.2 MB of journal
+        deposit(writer, "0.01", f"t{i}")
+    state = reader.refresh()
+    assert state.last_n == 3000
+    assert state.accounts[CARD].saldo == Decimal("130.00")
+    assert "t0" in state.applied and "t2999" in state.applied
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "renamed-over"])
+def test_a_journal_deleted_or_replaced_under_a_running_store_stops_its_writes(ledger: Path, how: str):
+    store = Store.open(ledger, recover=True)
+    deposit(store, "1.00", "a")
+    journal = journal_path_for(ledger)
+    if how == "deleted":
+        journal.unlink()
+    else:
+        copy = journal.with_name("copia.diario")
+        copy.write_bytes(journal.read_bytes())
+        copy.replace(journal)
+    with pytest.raises(JournalError, match="reemplazado"):
+        deposit(store, "1.00", "b")
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset is POSIX only")
+@pytest.mark.parametrize("zone", ["UTC", "America/Mexico_City", "Asia/Kolkata", "America/St_Johns", "Europe/Madrid"])
+def test_now_iso_is_isoformat_with_the_local_offset(monkeypatch: pytest.MonkeyPatch, zone: str):
+    """The fast ``now_iso`` writes exactly what ``datetime.isoformat`` would, half-hour offsets included."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        for _ in range(5):  # retry if a second boundary falls between the two readings
+            before = datetime.now().astimezone().isoformat(timespec="seconds")
+            ours = now_iso()
+            if before == datetime.now().astimezone().isoformat(timespec="seconds"):
+                break
+        assert ours == before
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("path", ["flock", "portalocker"])
+def test_ledger_lock_excludes_every_other_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str):
+    """The direct ``flock`` (POSIX) and the portalocker path (taken on Windows) both exclude another open."""
+    if path == "portalocker":
+        monkeypatch.setattr(store_module, "fcntl", None)
+    lock = LedgerLock(tmp_path / "cuenta.lock")
+    with lock, open(tmp_path / "cuenta.lock", "a+b") as other, pytest.raises(portalocker.AlreadyLocked):
+        portalocker.lock(other, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    with open(tmp_path / "cuenta.lock", "a+b") as other:
+        portalocker.lock(other, portalocker.LOCK_EX | portalocker.LOCK_NB)  # released on exit
+        portalocker.unlock(other)
