@@ -443,6 +443,79 @@ def run_load(
     }
 
 
+def run_contract_load(server: BenchServer, n_atms: int, cards: list[str], warm: float, window: float) -> dict[str, Any]:
+    """The same measurement as ``run_load``, with the ATMs of ``bench/carga_contrato.py``.
+
+    That load generator was written from PROTOCOL.md alone, by someone who
+    did not read the server's code (it imports nothing from the project),
+    so a figure it produces cannot come from a bug the client shares with
+    the server. The server's CPU is read at the start and end of its window.
+    """
+    from bench import carga_contrato
+
+    marks: dict[str, tuple[dict[int, tuple[float, float]], float]] = {}
+    extra: dict[str, Any] = {}
+
+    def on_window(label: str) -> None:
+        if label == "mitad":
+            extra["memory"] = memory_snapshot(server.pid)
+        else:
+            marks[label] = (server_cpu(server.pid), machine_busy_seconds())
+
+    t_spawn = time.perf_counter()
+    report = carga_contrato.run(
+        "127.0.0.1",
+        server.port,
+        TEST_PSK,
+        [(card, PIN) for card in cards[:n_atms]],
+        n_atms,
+        warm,
+        window,
+        DEPOSIT,
+        timeout=30.0,
+        on_window=on_window,
+    )
+    ramp_s = time.perf_counter() - t_spawn - warm - window
+    failures = (
+        [] if report["cajeros_completos"] == n_atms else [f"{n_atms - report['cajeros_completos']} ATMs sin terminar"]
+    )
+    if report["depositos_en_duda"]:
+        failures.append(f"depósitos sin respuesta: {report['depositos_en_duda']}")
+    in_window = report["ok_en_ventana"]
+    (cpu0, busy0), (cpu1, busy1) = marks.get("inicio", ({}, 0.0)), marks.get("fin", ({}, 0.0))
+    common_pids = set(cpu0) & set(cpu1)
+    server_user_s = sum(cpu1[p][0] - cpu0[p][0] for p in common_pids)
+    server_sys_s = sum(cpu1[p][1] - cpu0[p][1] for p in common_pids)
+    server_cpu_s = server_user_s + server_sys_s
+    client_cpu_s = report["cliente_cpu_ventana_s"]
+    latency = report["latencia_ms"]
+    return {
+        "load": "carga_contrato",
+        "atms": n_atms,
+        "window_s": window,
+        "tx": in_window,
+        "tx_per_s": round(in_window / window, 1),
+        "p50_ms": latency.get("p50"),
+        "p99_ms": latency.get("p99"),
+        "max_ms": latency.get("max"),
+        "errors": report["errores"],
+        "failures": failures,
+        "ok_by_card": {c: int(Decimal(v) / Decimal(DEPOSIT)) for c, v in report["depositado"].items()},
+        "atms_reporting": report["cajeros_completos"],
+        "ramp_s": round(ramp_s, 3),
+        "server_cpu_ms_per_tx": round(1000 * server_cpu_s / in_window, 3) if in_window else None,
+        "server_user_ms_per_tx": round(1000 * server_user_s / in_window, 3) if in_window else None,
+        "server_sys_ms_per_tx": round(1000 * server_sys_s / in_window, 3) if in_window else None,
+        "client_cpu_ms_per_tx": report["cpu_por_tx_ms"],
+        "server_cpu_cores": round(server_cpu_s / window, 2),
+        "client_cpu_cores": round(client_cpu_s / window, 2),
+        "machine_busy_cores": round((busy1 - busy0) / window, 2),
+        "other_cpu_cores": round(max(0.0, (busy1 - busy0) - server_cpu_s - client_cpu_s) / window, 2),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        **extra,
+    }
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 

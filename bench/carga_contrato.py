@@ -866,12 +866,18 @@ def run(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     start_method: str | None = None,
+    on_window: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Ejecuta la prueba de carga y devuelve el informe (el mismo objeto que imprime la CLI).
 
     ``cards[i]`` = (tarjeta, pin) del cajero ``i``. ``start_method`` elige el
     arranque de multiprocessing (``None``: el de la plataforma). Lanza
     ``ValueError`` con un mensaje en castellano si los argumentos no valen.
+
+    ``on_window`` (para quien mide el servidor al mismo tiempo, como
+    ``bench/run.py``) se llama desde un hilo del proceso padre con
+    ``"inicio"``, ``"mitad"`` y ``"fin"`` de la ventana medida, con el mismo
+    reloj que usan los cajeros: el padre espera en la misma barrera.
     """
     if len(psk) != PSK_LEN:
         raise ValueError("La llave compartida debe tener 32 bytes.")
@@ -897,7 +903,7 @@ def run(
 
     ctx = multiprocessing.get_context(start_method)
     barrier_timeout = 30.0 + 2.0 * n_atms
-    barrier = ctx.Barrier(n_atms)
+    barrier = ctx.Barrier(n_atms + (on_window is not None))
     result_queue = ctx.Queue()
     tasks = [
         AtmTask(i, host, port, psk, used[i][0], used[i][1], amount, warmup, window, unique, timeout, barrier_timeout)
@@ -910,9 +916,16 @@ def run(
     deadline = time.monotonic() + barrier_timeout + warmup + window + 4 * timeout + 15.0
     results: list[dict[str, Any]] = []
     cpu_before = _children_cpu()
+    observer = None
+    if on_window is not None:
+        observer = threading.Thread(
+            target=_observe_window, args=(barrier, barrier_timeout, warmup, window, on_window), daemon=True
+        )
     try:
         for p in procs:
             p.start()
+        if observer is not None:
+            observer.start()
         while len(results) < n_atms and time.monotonic() < deadline:
             try:
                 results.append(result_queue.get(timeout=0.25))
@@ -927,6 +940,8 @@ def run(
                     break
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        if observer is not None:
+            observer.join(max(0.0, deadline - time.monotonic()) + 1.0)
     finally:
         for p in procs:
             if p.is_alive():
@@ -987,6 +1002,20 @@ def run(
         "cpu_por_tx_ms": round(cpu_window / ok_window * 1000, 4) if ok_window else None,
         "por_cajero": per_atm,
     }
+
+
+def _observe_window(
+    barrier: Any, barrier_timeout: float, warmup: float, window: float, on_window: Callable[[str], None]
+) -> None:
+    """Hilo del padre: sale de la barrera con los cajeros y avisa al principio, a la mitad y al final de la ventana."""
+    try:
+        barrier.wait(barrier_timeout)
+    except threading.BrokenBarrierError:
+        return
+    start = time.monotonic() + warmup
+    for label, at in (("inicio", start), ("mitad", start + window / 2), ("fin", start + window)):
+        time.sleep(max(0.0, at - time.monotonic()))
+        on_window(label)
 
 
 def succeeded(report: dict[str, Any]) -> bool:

@@ -87,8 +87,11 @@ def code_info() -> dict[str, Any]:
 
 
 # -- the parts of one run ----------------------------------------------------------------------------
+LOADS = {"contrato": atm_load.run_contract_load, "proyecto": atm_load.run_load}
+
+
 def run_ledger_size(
-    tmp: Path, size: int, atms: list[int], warm: float, window: float, n_setup: int, n_login: int
+    tmp: Path, size: int, atms: list[int], warm: float, window: float, n_setup: int, n_login: int, load: str
 ) -> dict[str, Any]:
     folder = tmp / f"banco-{size}"
     folder.mkdir()
@@ -110,7 +113,7 @@ def run_ledger_size(
         )
         for n in atms:
             cards = atm_load.cards_for(n, size)
-            point = atm_load.run_load(server, n, cards, warm, window)
+            point = LOADS[load](server, n, cards, warm, window)
             for card, count in point.pop("ok_by_card").items():
                 totals[card] = totals.get(card, 0) + count
             point["accounts"] = size
@@ -210,7 +213,9 @@ def run_long_journal(tmp: Path, accounts: int, records: int) -> dict[str, Any]:
     return out
 
 
-def run_start_method(tmp: Path, method: str, accounts: int, warm: float, window: float, n_setup: int) -> dict[str, Any]:
+def run_start_method(
+    tmp: Path, method: str, accounts: int, warm: float, window: float, n_setup: int, load: str
+) -> dict[str, Any]:
     """Handler start-up under another start method (forkserver, spawn): set-up time and a 16-ATM run."""
     folder = tmp / f"banco-{method}-{accounts}"
     folder.mkdir()
@@ -220,7 +225,7 @@ def run_start_method(tmp: Path, method: str, accounts: int, warm: float, window:
     try:
         out["startup_s"] = round(server.start(), 3)
         out["setup"] = atm_load.measure_setup(server, n_setup, min(5, n_setup), atm_load.card_number(0))
-        point = atm_load.run_load(server, 16, atm_load.cards_for(16, accounts), warm, window)
+        point = LOADS[load](server, 16, atm_load.cards_for(16, accounts), warm, window)
         totals = point.pop("ok_by_card")
         out["load16"] = point
         server.stop()
@@ -441,6 +446,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sin-costos", action="store_true", help="skip the in-process cost breakdown")
     p.add_argument("--sin-pgbench", action="store_true", help="skip PostgreSQL")
     p.add_argument("--sin-inicios", action="store_true", help="skip the forkserver/spawn comparison")
+    p.add_argument(
+        "--carga",
+        choices=sorted(LOADS),
+        default="contrato",
+        help="load generator: contrato (bench/carga_contrato.py, written from PROTOCOL.md alone; default) "
+        "or proyecto (the project's own BankClient)",
+    )
     p.add_argument("--salida", type=Path, default=RESULTS, help="where latest.json and chart.png go")
     p.add_argument("--segundos", type=float, default=20.0, help="--perfil: seconds of profile")
     return p.parse_args(argv)
@@ -482,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             "setup_connections": n_setup,
             "logins": n_login,
             "deposit": atm_load.DEPOSIT,
+            "load": args.carga,
         },
         "machine": machine_info(tmp),
         "code": code_info(),
@@ -490,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     results["commit"] = results["code"]["commit"]
     say(
         f"Cajero bench ({results['mode']}): cuentas {sizes}, cajeros {atms}, ventana {window} s tras {warm} s; "
+        f"carga: {args.carga}; "
         f"carpeta temporal {tmp}"
     )
     try:
@@ -506,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         results["scrypt_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         say(f"  {results['scrypt_ms']} ms por hash")
         say("Cajero: " + HEADER.strip())
-        results["sizes"] = [run_ledger_size(tmp, s, atms, warm, window, n_setup, n_login) for s in sizes]
+        results["sizes"] = [run_ledger_size(tmp, s, atms, warm, window, n_setup, n_login, args.carga) for s in sizes]
         if not args.sin_costos:
             from bench import costs
 
@@ -518,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         results["start_methods"] = []
         if methods:
             say("Otros métodos de inicio de manejadores:")
-            results["start_methods"] = [run_start_method(tmp, m, a, warm, 3.0, k) for m, a, k in methods]
+            results["start_methods"] = [run_start_method(tmp, m, a, warm, 3.0, k, args.carga) for m, a, k in methods]
         if args.sin_pgbench:
             results["pgbench"] = {"skipped": "--sin-pgbench"}
         else:
