@@ -83,6 +83,11 @@ class BankState:
         if self.focus is None:
             self.deferred.setdefault(raw.tarjeta, []).append(raw)
 
+    def index_others(self, others: dict[str, str], last_n: int) -> None:
+        """Take other cards' records read in bulk by a bound handler: their ids, and the last number."""
+        self.id_owner.update(others)
+        self.last_n = max(self.last_n, last_n)
+
     def account(self, card: str) -> Account | None:
         """The card's current account, decoding first what was set aside for it."""
         for raw in self.deferred.pop(card, ()):

@@ -185,11 +185,14 @@ class Store:
 
     def _catch_up(self, *, locked: bool) -> None:
         journal = self._own_journal()
-        records = journal.read_new(locked=locked)
-        for raw in records:
+        focus = None if self.state.eager else self.state.focus
+        scan = journal.read_new(locked=locked, focus=focus, after_n=self.state.last_n)
+        for raw in scan.records:
             if raw.n <= self.state.last_n and raw.n > self.state.checkpoint_n:
                 raise JournalError(journal.path, raw.number, f"registro {raw.n} fuera de orden")
             self.state.take(raw)
+        if scan.last_n:
+            self.state.index_others(scan.others, scan.last_n)
 
     def refresh(self) -> BankState:
         """Catch up without the lock: enough for reads (balance, movements, PIN hash)."""

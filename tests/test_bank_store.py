@@ -10,6 +10,7 @@ from pathlib import Path
 import portalocker
 import pytest
 
+from bank_server import journal as journal_module
 from bank_server import store as store_module
 from bank_server.journal import JournalError, Record
 from bank_server.rules import Limits, decide_movement
@@ -265,3 +266,63 @@ def test_ledger_lock_excludes_every_other_handle(tmp_path: Path, monkeypatch: py
     with open(tmp_path / "cuenta.lock", "a+b") as other:
         portalocker.lock(other, portalocker.LOCK_EX | portalocker.LOCK_NB)  # released on exit
         portalocker.unlock(other)
+
+
+def two_card_ledger(tmp_path: Path) -> tuple[Path, str]:
+    other = "2222222222222222"
+    return write_ledger(
+        tmp_path, [DemoAccount(CARD, "Ana", "100.00", "1234"), DemoAccount(other, "Beto", "50.00", "1")]
+    ), other
+
+
+def foreign_line(store: Store, card: str, n: int, tx_id: str) -> bytes:
+    account = store.refresh().accounts[card]
+    return Record(n, "2026-11-23T10:00:00-06:00", "DEPOSITO", account, tx_id, Decimal("1.00")).encode()
+
+
+def test_a_bound_handler_reads_other_cards_records_without_parsing_each_line(tmp_path: Path, monkeypatch):
+    """Other cards' records reach a handler in bulk (one CRC check per read, not one per line), and still
+    give it every id and the last number; a line still being written is left for later."""
+    ledger, other = two_card_ledger(tmp_path)
+    writer = Store.open(ledger, recover=True)
+    handler = Store.open(ledger, recover=False)
+    handler.state.eager = False
+    handler.state.bind(CARD)
+    for i in range(20):
+        with writer.locked() as state:
+            record = decide_movement(
+                state, "DEPOSITO", other, Decimal("1.00"), f"o{i}", "2026-11-23T10:00:00-06:00", Limits()
+            )
+            writer.commit(record)
+    with open(journal_path_for(ledger), "ab") as out:
+        out.write(foreign_line(writer, other, 21, "half")[:40])
+    scanned: list[bytes] = []
+    real_scan_line = journal_module.scan_line
+    monkeypatch.setattr(
+        journal_module, "scan_line", lambda line, number: scanned.append(line) or real_scan_line(line, number)
+    )
+    state = handler.refresh()
+    assert len(scanned) == 1, "only the last complete line is checked one by one"
+    assert state.last_n == 20 and state.owner_of("o0") == other and state.owner_of("o19") == other
+    assert state.owner_of("half") is None
+    deposit(handler, "1.00", "mine")
+    assert handler.state.accounts[CARD].saldo == Decimal("101.00")
+    assert "half" not in journal_path_for(ledger).read_text(encoding="utf-8"), "the torn tail was cut under the lock"
+    writer.close()
+    handler.close()
+
+
+def test_a_bound_handler_still_refuses_a_record_number_that_goes_back(tmp_path: Path):
+    ledger, other = two_card_ledger(tmp_path)
+    writer = Store.open(ledger, recover=True)
+    handler = Store.open(ledger, recover=False)
+    handler.state.eager = False
+    handler.state.bind(CARD)
+    deposit(writer, "1.00", "a")
+    handler.refresh()
+    with open(journal_path_for(ledger), "ab") as out:
+        out.write(foreign_line(writer, other, 1, "b"))  # number 1 again
+    with pytest.raises(JournalError, match="fuera de orden"):
+        handler.refresh()
+    writer.close()
+    handler.close()
