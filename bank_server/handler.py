@@ -23,6 +23,7 @@ from typing import Any
 
 from bank_server import faults
 from bank_server.config import ServerConfig
+from bank_server.group_commit import SyncBoard, sync_lock_path_for
 from bank_server.logs import setup_logging
 from bank_server.service import Session
 from bank_server.store import Store
@@ -41,6 +42,7 @@ def handler_main(
     peer: str,
     stop: Any,
     accepted_at: float,
+    sync_words: Any = None,
     store: Store | None = None,
     psk: bytes | None = None,
     inherited: tuple[Any, ...] = (),
@@ -56,7 +58,12 @@ def handler_main(
         if psk is None:
             psk = load_key(config.key_file)
         store.state.eager = False  # one card per connection: skip decoding the others' records
+        if sync_words is not None:
+            store.sync_board = SyncBoard(sync_words, sync_lock_path_for(config.ledger))
         serve_connection(sock, peer, store, psk, config, stop, accepted_at)
+        if store.sync_board is not None:
+            board = store.sync_board
+            log.debug("%s: fdatasync propios %d, cubiertos por otro %d", peer, board.own_syncs, board.shared_syncs)
     except Exception:
         log.exception("%s: el manejador falló", peer)
     finally:

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import portalocker
 
 from bank_server.config import ServerConfig
+from bank_server.group_commit import SyncBoard
 from bank_server.handler import handler_main
 from bank_server.journal import JournalError
 from bank_server.logs import setup_logging
@@ -51,6 +52,7 @@ class Acceptor:
         self.server_lock = server_lock
         self.ctx = multiprocessing.get_context(config.start_method)
         self.stop_event = self.ctx.Event()
+        self.sync_board = SyncBoard.create(self.ctx, config.ledger) if SyncBoard.available() else None
         self.handlers: list[Any] = []
         self.waiting: deque[tuple[float, socket.socket, str]] = deque()
         self.stopping = False
@@ -127,9 +129,19 @@ class Acceptor:
         if self.config.start_method == "fork":
             self.refresh()
             inherited = (self.listener, self.server_lock, *(s for _, s, _ in self.waiting))
-            args = (self.config, sock, peer, self.stop_event, accepted_at, self.store, self.psk, inherited)
+            args = (
+                self.config,
+                sock,
+                peer,
+                self.stop_event,
+                accepted_at,
+                self.sync_board and self.sync_board.words,
+                self.store,
+                self.psk,
+                inherited,
+            )
         else:
-            args = (self.config, sock, peer, self.stop_event, accepted_at)
+            args = (self.config, sock, peer, self.stop_event, accepted_at, self.sync_board and self.sync_board.words)
         process = self.ctx.Process(target=handler_main, args=args, name=f"cajero {peer}", daemon=False)
         try:
             process.start()

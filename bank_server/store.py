@@ -9,8 +9,9 @@ The write path of one transaction, in order:
 1. take the lock; read the records other processes appended since we last looked;
 2. decide with the pure rules;
 3. append the record in one ``write``;
-4. release the lock, then ``fdatasync`` (the file system batches the
-   syncs that wait together: group commit); from here it survives any crash;
+4. release the lock, then make the journal durable up to our record:
+   our own ``fdatasync``, or one another handler began after our write
+   (``group_commit``); from here it survives any crash;
 5. only then answer the ATM.
 
 A kill before 3 completes leaves at most a torn last line, never
@@ -37,6 +38,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 from bank_server import faults
+from bank_server.group_commit import SyncBoard
 from bank_server.journal import (
     Journal,
     JournalError,
@@ -111,6 +113,7 @@ class Store:
         self._journal_pid = os.getpid()
         self._lock = LedgerLock(lock_path_for(ledger_path))
         self._written_to: int | None = None
+        self.sync_board: SyncBoard | None = None  # a handler's: syncs shared with the others (group_commit)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -205,8 +208,8 @@ class Store:
 
         Records committed inside are durable when the block exits: the
         lock is released first and then the journal is synced, so the
-        disk's latency is paid outside the lock and concurrent syncs are
-        batched by the file system (group commit).
+        disk's latency is paid outside the lock; with a ``sync_board`` the
+        sync may be another handler's that already covers our record.
         """
         self._written_to = None
         self._catch_up(locked=False)  # most of the reading, before the lock
@@ -220,12 +223,17 @@ class Store:
         finally:
             if self._written_to is not None:
                 faults.crash_point("antes_de_sincronizar")
-                self._journal.sync()
+                if self.sync_board is None:
+                    self._journal.sync()
+                else:
+                    self.sync_board.make_durable(self._written_to, self._journal.sync)
                 self._written_to = None
 
     def commit(self, record: Record) -> None:
         """Append ``record``; call inside ``locked()``, which makes it durable on exit."""
         self._written_to = self._own_journal().write([record])
+        if self.sync_board is not None:
+            self.sync_board.wrote(self._written_to)
         self.state.apply(record)
 
     def checkpoint(self) -> None:

@@ -1,0 +1,117 @@
+"""Group commit: handlers share fdatasync calls, and no record is answered before a sync that covers it.
+
+The unit tests drive ``SyncBoard`` with threads standing in for handler processes (each with its own
+open file description, so their ``flock`` calls exclude each other as processes' do). The last test
+runs the real server under concurrent ATMs and reads, from its detailed log, that syncs were shared.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bank_server.group_commit import SyncBoard, sync_lock_path_for
+from bank_server.ledger import load_ledger
+from bench import carga_contrato
+from tests.bank_fixture import TEST_PSK, DemoAccount, start_bank
+
+fcntl = pytest.importorskip("fcntl", reason="group commit needs fcntl.flock (POSIX)")
+
+
+def board_pair(tmp_path: Path) -> tuple[SyncBoard, SyncBoard]:
+    """Two handles on one board, as two handler processes hold it."""
+    shared = SyncBoard.create(multiprocessing.get_context(), tmp_path / "cuenta.txt")
+    return shared, SyncBoard(shared.words, sync_lock_path_for(tmp_path / "cuenta.txt"))
+
+
+def test_a_record_already_covered_is_not_synced_again(tmp_path: Path):
+    one, two = board_pair(tmp_path)
+    syncs: list[str] = []
+    one.wrote(100)
+    two.wrote(250)
+    two.make_durable(250, lambda: syncs.append("two"))
+    one.make_durable(100, lambda: syncs.append("one"))
+    assert syncs == ["two"], "the sync for 250 began after 100 was written: it covers it"
+    assert (one.own_syncs, one.shared_syncs, two.own_syncs) == (0, 1, 1)
+
+
+def test_the_leader_syncs_for_everything_written_before_it_began(tmp_path: Path):
+    one, two = board_pair(tmp_path)
+    one.wrote(100)
+    two.wrote(250)  # written after one's record, before one's sync
+    one.make_durable(100, lambda: None)
+    calls: list[int] = []
+    two.make_durable(250, lambda: calls.append(1))
+    assert calls == [], "one's sync read 'written' (250) before it began"
+
+
+def test_a_record_written_during_a_sync_waits_for_it_and_then_gets_its_own(tmp_path: Path):
+    one, two = board_pair(tmp_path)
+    one.wrote(100)
+    in_sync, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_sync() -> None:
+        order.append("one starts")
+        in_sync.set()
+        release.wait(5)
+        order.append("one ends")
+
+    leader = threading.Thread(target=one.make_durable, args=(100, slow_sync))
+    leader.start()
+    assert in_sync.wait(5)
+    two.wrote(250)  # too late for one's sync
+    follower = threading.Thread(target=two.make_durable, args=(250, lambda: order.append("two syncs")))
+    follower.start()
+    time.sleep(0.2)
+    assert order == ["one starts"], "the follower waits for the running sync instead of starting its own"
+    release.set()
+    leader.join(5)
+    follower.join(5)
+    assert order == ["one starts", "one ends", "two syncs"], "250 was not covered: it needs a sync of its own"
+
+
+def test_a_follower_of_a_leader_that_died_mid_sync_syncs_for_itself(tmp_path: Path):
+    """A killed leader's flock is released by the kernel and it never published: the waiter must lead."""
+    one, _two = board_pair(tmp_path)
+    one.wrote(100)
+    dead_leader = open(sync_lock_path_for(tmp_path / "cuenta.txt"), "a+b")  # noqa: SIM115 - closed below
+    fcntl.flock(dead_leader.fileno(), fcntl.LOCK_EX)
+    synced = threading.Event()
+    follower = threading.Thread(target=one.make_durable, args=(100, synced.set))
+    follower.start()
+    time.sleep(0.2)
+    assert not synced.is_set()
+    dead_leader.close()  # as the kernel does when the process dies
+    follower.join(5)
+    assert synced.is_set() and one.own_syncs == 1
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_atms_share_syncs_and_every_deposit_is_in_the_ledger(tmp_path: Path):
+    accounts = [DemoAccount(f"41000000000000{i:02d}", f"Cliente {i}", "100.00", f"{2000 + i}") for i in range(8)]
+    bank = start_bank(tmp_path / "banco", accounts, extra_args=["--detallado"])
+    try:
+        report = carga_contrato.run(
+            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], 8, 0.3, 1.5, "1.00"
+        )
+    finally:
+        assert bank.stop() == 0
+    assert carga_contrato.succeeded(report), report["errores"]
+    ledger, errors = load_ledger(bank.ledger_path)
+    assert errors == []
+    for a in accounts:
+        assert ledger.accounts[a.tarjeta].saldo == Decimal(a.saldo) + Decimal(report["depositado"][a.tarjeta])
+    own = shared = 0
+    for line in (bank.folder / "banco.log").read_text(encoding="utf-8").splitlines():
+        if "fdatasync propios" in line:
+            words = line.split()
+            own, shared = own + int(words[-5].rstrip(",")), shared + int(words[-1])
+    deposits = sum(int(Decimal(v)) for v in report["depositado"].values())
+    assert own + shared == deposits, "every deposit was made durable once, one way or the other"
+    assert shared > 0, "with 8 ATMs writing at once, some records ride on another handler's sync"
