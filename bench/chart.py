@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+LOAD_NAMES = {
+    "contrato": "bench/carga_contrato.py (escrita solo desde PROTOCOL.md)",
+    "proyecto": "BankClient del cajero",
+}
+
 
 def draw(results: dict[str, Any], path: Path) -> None:
     import matplotlib
@@ -59,7 +64,8 @@ def draw(results: dict[str, Any], path: Path) -> None:
     machine = results.get("machine", {})
     fig.suptitle(
         f"Cajero bench — {machine.get('cpus', '?')} núcleos, {machine.get('cpu_model', '')}; "
-        f"commit {results.get('commit', '?')[:10]}; {results.get('started_utc', '')}",
+        f"commit {results.get('commit', '?')[:10]}; {results.get('started_utc', '')}; "
+        f"carga: {LOAD_NAMES.get(results.get('params', {}).get('load', 'proyecto'), '?')}",
         fontsize=9,
     )
     fig.tight_layout()

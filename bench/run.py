@@ -358,6 +358,15 @@ def print_report(results: dict[str, Any]) -> None:
             else ""
         )
     )
+    load = results["params"].get("load", "proyecto")
+    say(
+        "Cajeros: "
+        + (
+            "bench/carga_contrato.py, escrito solo a partir de PROTOCOL.md (no importa nada del proyecto)"
+            if load == "contrato"
+            else "BankClient del propio cajero (atm_gui/bank_client.py)"
+        )
+    )
     say(
         f"Carga media de la máquina (1/5/15 min) al empezar {results['loadavg_start']}, al terminar "
         f"{results['loadavg_end']}: otros procesos ajenos al bench también usan los núcleos si es > 0."
