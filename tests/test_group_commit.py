@@ -94,11 +94,11 @@ def test_a_follower_of_a_leader_that_died_mid_sync_syncs_for_itself(tmp_path: Pa
 
 @pytest.mark.timeout(120)
 def test_concurrent_atms_share_syncs_and_every_deposit_is_in_the_ledger(tmp_path: Path):
-    accounts = [DemoAccount(f"41000000000000{i:02d}", f"Cliente {i}", "100.00", f"{2000 + i}") for i in range(8)]
+    accounts = [DemoAccount(f"41000000000000{i:02d}", f"Cliente {i}", "100.00", f"{2000 + i}") for i in range(12)]
     bank = start_bank(tmp_path / "banco", accounts, extra_args=["--detallado"])
     try:
         report = carga_contrato.run(
-            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], 8, 0.3, 1.5, "1.00"
+            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], 12, 0.3, 2.0, "1.00"
         )
     finally:
         assert bank.stop() == 0
@@ -114,4 +114,4 @@ def test_concurrent_atms_share_syncs_and_every_deposit_is_in_the_ledger(tmp_path
             own, shared = own + int(words[-5].rstrip(",")), shared + int(words[-1])
     deposits = sum(int(Decimal(v)) for v in report["depositado"].values())
     assert own + shared == deposits, "every deposit was made durable once, one way or the other"
-    assert shared > 0, "with 8 ATMs writing at once, some records ride on another handler's sync"
+    assert shared > 0, "with 12 ATMs writing at once, some records ride on another handler's sync"
