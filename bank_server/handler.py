@@ -13,6 +13,7 @@ for the event instead, so no request is cut in half by a KeyboardInterrupt.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import select
@@ -58,6 +59,10 @@ def handler_main(
         if psk is None:
             psk = load_key(config.key_file)
         store.state.eager = False  # one card per connection: skip decoding the others' records
+        # Everything loaded so far (the accounts above all) lives as long as the process: keep it out of
+        # the cyclic GC, whose full passes would walk 100,000 accounts and, under fork, copy every page
+        # they sit on (writing each object's GC header), the parent's memory turned into this one's.
+        gc.freeze()
         if sync_words is not None:
             store.sync_board = SyncBoard(sync_words, sync_lock_path_for(config.ledger))
         serve_connection(sock, peer, store, psk, config, stop, accepted_at)
