@@ -71,7 +71,8 @@ RULES: list[tuple[str, str, str]] = [
     ("logging/__init__.py", "*", "logging: una línea por petición (consola + banco.log)"),
     ("concurrent_log_handler", "*", "logging: una línea por petición (consola + banco.log)"),
     ("bank_server/journal.py", "write", "diario: os.write del registro"),
-    ("bank_server/journal.py", "sync_fd", "fdatasync fuera del candado (el núcleo agrupa)"),
+    ("bank_server/group_commit.py", "make_durable", "commit en grupo: esperar la sincronización del líder"),
+    ("bank_server/journal.py", "sync_fd", "fdatasync propio (como líder del commit en grupo)"),
 ]
 # For a leaf frame in the handler loop, the source line says what it was blocked in.
 LINE_RULES: list[tuple[str, str]] = [
