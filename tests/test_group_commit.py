@@ -76,6 +76,32 @@ def test_a_record_written_during_a_sync_waits_for_it_and_then_gets_its_own(tmp_p
     assert order == ["one starts", "one ends", "two syncs"], "250 was not covered: it needs a sync of its own"
 
 
+def test_a_record_written_before_the_running_sync_began_waits_for_it_and_needs_no_sync(tmp_path: Path):
+    one, two = board_pair(tmp_path)
+    one.wrote(100)
+    two.wrote(250)  # before one's sync begins: one's sync will cover it
+    in_sync, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def slow_sync() -> None:
+        in_sync.set()
+        release.wait(5)
+        order.append("one synced")
+
+    leader = threading.Thread(target=one.make_durable, args=(100, slow_sync))
+    leader.start()
+    assert in_sync.wait(5)
+    follower = threading.Thread(target=two.make_durable, args=(250, lambda: order.append("two syncs")))
+    follower.start()
+    time.sleep(0.2)
+    assert order == [], "the follower waits for the running sync"
+    release.set()
+    leader.join(5)
+    follower.join(5)
+    assert order == ["one synced"], "one's sync began after 250 was written: two must not pay for another"
+    assert (two.own_syncs, two.shared_syncs) == (0, 1)
+
+
 def test_a_follower_of_a_leader_that_died_mid_sync_syncs_for_itself(tmp_path: Path):
     """A killed leader's flock is released by the kernel and it never published: the waiter must lead."""
     one, _two = board_pair(tmp_path)
