@@ -15,9 +15,12 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from atm_gui.bank_client import BankClient
+from bank_server.ledger import load_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PSK = bytes(range(32))
@@ -180,3 +183,29 @@ def start_bank(
     if not (folder / "llave.key").exists():
         write_key(folder)
     return RunningBank(folder, list(extra_args)).start()
+
+
+def run_independent_load(
+    folder: Path, accounts: list[DemoAccount], window: float, amount: str, extra_args: tuple[str, ...] = ()
+) -> tuple[RunningBank, dict[str, Any]]:
+    """A bank on ``accounts``, one independent ATM per account for ``window`` s, a clean stop; then the
+    books: every balance in ``cuenta.txt`` is the opening one plus what the ATMs saw acknowledged."""
+    from bench import carga_contrato  # the client that never saw the server's code
+
+    bank = start_bank(folder, accounts, extra_args=extra_args)
+    try:
+        report = carga_contrato.run(
+            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], len(accounts), 0.3, window, amount
+        )
+    finally:
+        assert bank.stop() == 0
+    assert carga_contrato.succeeded(report), report["errores"]
+    assert report["errores"] == {} and report["depositos_en_duda"] == {}
+    assert report["ok_en_ventana"] > 0
+    ledger, errors = load_ledger(bank.ledger_path)
+    assert errors == []
+    for account in accounts:
+        expected = Decimal(account.saldo) + Decimal(report["depositado"][account.tarjeta])
+        assert ledger.accounts[account.tarjeta].saldo == expected, account.tarjeta
+        assert Decimal(report["saldos"][account.tarjeta]["final"]) == expected
+    return bank, report

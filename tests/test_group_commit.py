@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
-from bank_server.ledger import load_ledger
-from bench import carga_contrato
-from tests.bank_fixture import TEST_PSK, DemoAccount, start_bank
+from tests.bank_fixture import DemoAccount, run_independent_load
 
 fcntl = pytest.importorskip("fcntl", reason="group commit needs fcntl.flock (POSIX)")
 
@@ -50,36 +48,21 @@ def test_the_leader_syncs_for_everything_written_before_it_began(tmp_path: Path)
     assert calls == [], "one's sync read 'written' (250) before it began"
 
 
-def test_a_record_written_during_a_sync_waits_for_it_and_then_gets_its_own(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("written_before_the_sync", "expected"),
+    [
+        (True, ["one synced"]),  # one's sync began after 250 was written: it covers it
+        (False, ["one synced", "two syncs"]),  # 250 came during one's sync: it needs a sync of its own
+    ],
+    ids=["covered-by-the-running-sync", "written-during-it"],
+)
+def test_a_follower_waits_for_the_running_sync_then_syncs_only_if_not_covered(
+    tmp_path: Path, written_before_the_sync: bool, expected: list[str]
+):
     one, two = board_pair(tmp_path)
     one.wrote(100)
-    in_sync, release = threading.Event(), threading.Event()
-    order: list[str] = []
-
-    def slow_sync() -> None:
-        order.append("one starts")
-        in_sync.set()
-        release.wait(5)
-        order.append("one ends")
-
-    leader = threading.Thread(target=one.make_durable, args=(100, slow_sync))
-    leader.start()
-    assert in_sync.wait(5)
-    two.wrote(250)  # too late for one's sync
-    follower = threading.Thread(target=two.make_durable, args=(250, lambda: order.append("two syncs")))
-    follower.start()
-    time.sleep(0.2)
-    assert order == ["one starts"], "the follower waits for the running sync instead of starting its own"
-    release.set()
-    leader.join(5)
-    follower.join(5)
-    assert order == ["one starts", "one ends", "two syncs"], "250 was not covered: it needs a sync of its own"
-
-
-def test_a_record_written_before_the_running_sync_began_waits_for_it_and_needs_no_sync(tmp_path: Path):
-    one, two = board_pair(tmp_path)
-    one.wrote(100)
-    two.wrote(250)  # before one's sync begins: one's sync will cover it
+    if written_before_the_sync:
+        two.wrote(250)
     in_sync, release = threading.Event(), threading.Event()
     order: list[str] = []
 
@@ -91,15 +74,17 @@ def test_a_record_written_before_the_running_sync_began_waits_for_it_and_needs_n
     leader = threading.Thread(target=one.make_durable, args=(100, slow_sync))
     leader.start()
     assert in_sync.wait(5)
+    if not written_before_the_sync:
+        two.wrote(250)
     follower = threading.Thread(target=two.make_durable, args=(250, lambda: order.append("two syncs")))
     follower.start()
     time.sleep(0.2)
-    assert order == [], "the follower waits for the running sync"
+    assert order == [], "the follower waits for the running sync instead of starting its own"
     release.set()
     leader.join(5)
     follower.join(5)
-    assert order == ["one synced"], "one's sync began after 250 was written: two must not pay for another"
-    assert (two.own_syncs, two.shared_syncs) == (0, 1)
+    assert order == expected
+    assert two.own_syncs == len(expected) - 1
 
 
 def test_a_follower_of_a_leader_that_died_mid_sync_syncs_for_itself(tmp_path: Path):
@@ -121,18 +106,7 @@ def test_a_follower_of_a_leader_that_died_mid_sync_syncs_for_itself(tmp_path: Pa
 @pytest.mark.timeout(120)
 def test_concurrent_atms_share_syncs_and_every_deposit_is_in_the_ledger(tmp_path: Path):
     accounts = [DemoAccount(f"41000000000000{i:02d}", f"Cliente {i}", "100.00", f"{2000 + i}") for i in range(12)]
-    bank = start_bank(tmp_path / "banco", accounts, extra_args=["--detallado"])
-    try:
-        report = carga_contrato.run(
-            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], 12, 0.3, 2.0, "1.00"
-        )
-    finally:
-        assert bank.stop() == 0
-    assert carga_contrato.succeeded(report), report["errores"]
-    ledger, errors = load_ledger(bank.ledger_path)
-    assert errors == []
-    for a in accounts:
-        assert ledger.accounts[a.tarjeta].saldo == Decimal(a.saldo) + Decimal(report["depositado"][a.tarjeta])
+    bank, report = run_independent_load(tmp_path / "banco", accounts, 2.0, "1.00", ("--detallado",))
     own = shared = 0
     for line in (bank.folder / "banco.log").read_text(encoding="utf-8").splitlines():
         if "fdatasync propios" in line:
