@@ -60,8 +60,8 @@ def handler_main(
             psk = load_key(config.key_file)
         store.state.eager = False  # one card per connection: skip decoding the others' records
         # Everything loaded so far (the accounts above all) lives as long as the process: keep it out of
-        # the cyclic GC, whose full passes would walk 100,000 accounts and, under fork, copy every page
-        # they sit on (writing each object's GC header), the parent's memory turned into this one's.
+        # the cyclic GC, whose full passes would walk 100,000 accounts and, under fork, make this process
+        # copy every page they sit on (a pass writes each object's GC header).
         gc.freeze()
         if sync_words is not None:
             store.sync_board = SyncBoard(sync_words, sync_lock_path_for(config.ledger))

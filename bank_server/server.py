@@ -126,22 +126,12 @@ class Acceptor:
 
     def start_handler(self, sock: socket.socket, peer: str, accepted_at: float) -> None:
         """``accepted_at`` (monotonic, system-wide) starts the 10 s handshake clock, wait for a slot included."""
+        sync_words = self.sync_board.words if self.sync_board is not None else None
+        args: tuple[Any, ...] = (self.config, sock, peer, self.stop_event, accepted_at, sync_words)
         if self.config.start_method == "fork":
             self.refresh()
             inherited = (self.listener, self.server_lock, *(s for _, s, _ in self.waiting))
-            args = (
-                self.config,
-                sock,
-                peer,
-                self.stop_event,
-                accepted_at,
-                self.sync_board and self.sync_board.words,
-                self.store,
-                self.psk,
-                inherited,
-            )
-        else:
-            args = (self.config, sock, peer, self.stop_event, accepted_at, self.sync_board and self.sync_board.words)
+            args += (self.store, self.psk, inherited)
         process = self.ctx.Process(target=handler_main, args=args, name=f"cajero {peer}", daemon=False)
         try:
             process.start()
