@@ -44,23 +44,15 @@ def draw(results: dict[str, Any], path: Path) -> None:
             linewidth=2,
             label=f"pgbench TPC-B (PostgreSQL, -s {pg.get('scale')})",
         )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ticks = sorted(all_atms)
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel("cajeros (procesos ATM concurrentes) / clientes pgbench")
-    ax.set_ylabel("transacciones durables por segundo")
-    ax.set_title("Depósitos confirmados (fsync) por segundo")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax_lat.set_xscale("log", base=2)
-    ax_lat.set_yscale("log")
-    ax_lat.set_xticks(ticks, [str(t) for t in ticks])
-    ax_lat.set_xlabel("cajeros")
-    ax_lat.set_ylabel("ms")
-    ax_lat.set_title("Ida y vuelta de un DEPOSITAR (p99 —, p50 ···)")
-    ax_lat.grid(True, which="both", alpha=0.3)
-    ax_lat.legend(fontsize=8, loc="best")
+    _style(
+        ax,
+        ticks,
+        "cajeros (procesos ATM concurrentes) / clientes pgbench",
+        "transacciones durables por segundo",
+        "Depósitos confirmados (fsync) por segundo",
+    )
+    _style(ax_lat, ticks, "cajeros", "ms", "Ida y vuelta de un DEPOSITAR (p99 —, p50 ···)")
     machine = results.get("machine", {})
     fig.suptitle(
         f"Cajero bench — {machine.get('cpus', '?')} núcleos, {machine.get('cpu_model', '')}; "
@@ -72,3 +64,15 @@ def draw(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _style(axes: Any, ticks: list[int], xlabel: str, ylabel: str, title: str) -> None:
+    """Both panels: log-2 ATM axis with the measured counts as ticks, log y, grid, legend."""
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xticks(ticks, [str(t) for t in ticks])
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
