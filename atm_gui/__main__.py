@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tkinter as tk
 
-    from atm_gui.view import CajeroApp
+    from atm_gui.window import CajeroApp
 
     try:
         root = tk.Tk(className="Cajero")

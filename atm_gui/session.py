@@ -31,8 +31,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from atm_gui import pantallas
-from atm_gui.modelo import (
+from atm_gui import screens
+from atm_gui.model import (
     ACEPTAR,
     BORRAR,
     CANCELAR,
@@ -45,7 +45,7 @@ from atm_gui.modelo import (
     Pantalla,
     Vista,
 )
-from atm_gui.textos import Resultado, intentos, lineas_recibo, pesos, resultado_de
+from atm_gui.wording import Resultado, intentos, lineas_recibo, pesos, resultado_de
 from common.money import format_amount
 
 __all__ = ["ACEPTAR", "BORRAR", "CANCELAR", "DIGITOS", "LATERALES", "TECLAS", "Ajustes", "Pantalla", "Sesion", "Vista"]
@@ -421,4 +421,4 @@ class Sesion:
 
     def vista(self, ahora: float) -> Vista:
         """What the screen shows now (``ahora`` drives the countdown)."""
-        return pantallas.construir(self, ahora)
+        return screens.construir(self, ahora)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+from bank_server.conversation import now_iso
 from bank_server.journal import Record
 from bank_server.ledger import Account, parse_account
 from bank_server.pins import hash_pin
-from bank_server.service import now_iso
 from bank_server.store import Store
 from common.messages import mask_card
 from common.money import format_amount, format_for_people

@@ -24,9 +24,9 @@ from typing import Any
 
 from bank_server import faults
 from bank_server.config import ServerConfig
+from bank_server.conversation import Session
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
 from bank_server.logs import setup_logging
-from bank_server.service import Session
 from bank_server.store import Store
 from common.connection import HandshakeComplete, MessageReceived, ServerConnection
 from common.errors import RemoteProtocolError

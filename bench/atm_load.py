@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from atm_gui.bank_client import BankClient
-from tests.bank_fixture import TEST_PSK, RunningBank, write_key
+from devtools.bank_process import TEST_PSK, RunningBank, write_key
 
 PIN = "1234"
 START_BALANCE = Decimal("1000.00")
@@ -444,14 +444,14 @@ def run_load(
 
 
 def run_contract_load(server: BenchServer, n_atms: int, cards: list[str], warm: float, window: float) -> dict[str, Any]:
-    """The same measurement as ``run_load``, with the ATMs of ``bench/carga_contrato.py``.
+    """The same measurement as ``run_load``, with the ATMs of ``bench/contract_load.py``.
 
     That load generator was written from PROTOCOL.md alone, by someone who
     did not read the server's code (it imports nothing from the project),
     so a figure it produces cannot come from a bug the client shares with
     the server. The server's CPU is read at the start and end of its window.
     """
-    from bench import carga_contrato
+    from bench import contract_load
 
     marks: dict[str, tuple[dict[int, tuple[float, float]], float]] = {}
     extra: dict[str, Any] = {}
@@ -463,7 +463,7 @@ def run_contract_load(server: BenchServer, n_atms: int, cards: list[str], warm: 
             marks[label] = (server_cpu(server.pid), machine_busy_seconds())
 
     t_spawn = time.perf_counter()
-    report = carga_contrato.run(
+    report = contract_load.run(
         "127.0.0.1",
         server.port,
         TEST_PSK,
@@ -490,7 +490,7 @@ def run_contract_load(server: BenchServer, n_atms: int, cards: list[str], warm: 
     client_cpu_s = report["cliente_cpu_ventana_s"]
     latency = report["latencia_ms"]
     return {
-        "load": "carga_contrato",
+        "load": "contract_load",
         "atms": n_atms,
         "window_s": window,
         "tx": in_window,

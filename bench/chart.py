@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 LOAD_NAMES = {
-    "contrato": "bench/carga_contrato.py (escrita solo desde PROTOCOL.md)",
+    "contrato": "bench/contract_load.py (escrita solo desde PROTOCOL.md)",
     "proyecto": "BankClient del cajero",
 }
 

@@ -30,26 +30,26 @@ from pathlib import Path
 from typing import Any
 
 from bench import atm_load
-from tests.bank_fixture import TEST_PSK
+from devtools.bank_process import TEST_PSK
 
 # (label, file suffix, function names): inclusive time, summed over the names.
 PIECES: list[tuple[str, str, tuple[str, ...]]] = [
     ("canal: verificar HMAC + descifrar (receive_data)", "common/connection.py", ("receive_data",)),
-    ("sesión: handle() completo", "bank_server/service.py", ("handle",)),
+    ("sesión: handle() completo", "bank_server/conversation.py", ("handle",)),
     ("  petición: JSON + validación", "common/messages.py", ("decode_object", "request_op", "parse_request")),
-    ("  _movement() completo", "bank_server/service.py", ("_movement",)),
+    ("  _movement() completo", "bank_server/conversation.py", ("_movement",)),
     ("    tomar el candado del libro (flock)", "bank_server/store.py", ("__enter__",)),
     ("    ¿mismo diario? (stat)", "bank_server/journal.py", ("same_file_on_disk",)),
     ("    ponerse al día con el diario", "bank_server/store.py", ("_catch_up",)),
     ("    decidir (reglas)", "bank_server/rules.py", ("decide_movement",)),
-    ("    fecha (now_iso)", "bank_server/service.py", ("now_iso",)),
+    ("    fecha (now_iso)", "bank_server/conversation.py", ("now_iso",)),
     ("    codificar registro (JSON + CRC)", "bank_server/journal.py", ("encode",)),
     ("    os.write / append", "bank_server/journal.py", ("append", "write")),
     ("    fdatasync (journal._sync)", "bank_server/journal.py", ("_sync",)),
     ("    fdatasync fuera del candado (Journal.sync)", "bank_server/journal.py", ("sync",)),
     ("    aplicar al estado", "bank_server/state.py", ("apply",)),
     ("    soltar el candado", "bank_server/store.py", ("__exit__",)),
-    ("  logging (_log)", "bank_server/service.py", ("_log",)),
+    ("  logging (_log)", "bank_server/conversation.py", ("_log",)),
     ("respuesta: JSON (encode)", "common/messages.py", ("encode",)),
     ("canal: cifrar + HMAC (send_message)", "common/connection.py", ("send_message",)),
 ]
@@ -59,8 +59,8 @@ class Rig:
     """A server-side session on ``folder``'s ledger, driven by an in-memory ATM."""
 
     def __init__(self, folder: Path, card: str) -> None:
+        from bank_server.conversation import Session
         from bank_server.rules import Limits
-        from bank_server.service import Session
         from bank_server.store import Store
         from common.connection import ClientConnection, ServerConnection
 

@@ -362,7 +362,7 @@ def print_report(results: dict[str, Any]) -> None:
     say(
         "Cajeros: "
         + (
-            "bench/carga_contrato.py, escrito solo a partir de PROTOCOL.md (no importa nada del proyecto)"
+            "bench/contract_load.py, escrito solo a partir de PROTOCOL.md (no importa nada del proyecto)"
             if load == "contrato"
             else "BankClient del propio cajero (atm_gui/bank_client.py)"
         )
@@ -459,7 +459,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--carga",
         choices=sorted(LOADS),
         default="contrato",
-        help="load generator: contrato (bench/carga_contrato.py, written from PROTOCOL.md alone; default) "
+        help="load generator: contrato (bench/contract_load.py, written from PROTOCOL.md alone; default) "
         "or proyecto (the project's own BankClient)",
     )
     p.add_argument("--salida", type=Path, default=RESULTS, help="where latest.json and chart.png go")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.bank_fixture import DEMO_ACCOUNTS, RunningBank, start_bank
-from tests.display import start_xvfb
+from devtools.bank_process import DEMO_ACCOUNTS, RunningBank, start_bank
+from devtools.display import start_xvfb
 
 
 @pytest.fixture

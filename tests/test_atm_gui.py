@@ -1,7 +1,7 @@
 """The ATM window on a virtual X screen (Xvfb): keypad, keyboard, a slow bank, a real bank.
 
 The display comes from the ``display`` fixture (``conftest.py``, helpers in
-``tests/display.py``): a private Xvfb, else ``$DISPLAY``, else a skip that
+``devtools/display.py``): a private Xvfb, else ``$DISPLAY``, else a skip that
 says why. ``.ci/run`` installs ``xvfb`` and ``xdotool`` so that on CI they run.
 """
 
@@ -22,8 +22,8 @@ import pytest
 
 from atm_gui.session import ACEPTAR, Ajustes, Pantalla, Sesion
 from atm_gui.worker import Worker
-from tests.bank_fixture import server_env
-from tests.display import (
+from devtools.bank_process import server_env
+from devtools.display import (
     assert_must_show_at_the_bank,
     bank_state,
     require_xdotool,
@@ -50,7 +50,7 @@ class App:
     """An in-process ATM window with its worker, torn down by the fixture."""
 
     def __init__(self, display: str, port: int, psk: bytes, recibos: Path) -> None:
-        from atm_gui.view import CajeroApp
+        from atm_gui.window import CajeroApp
 
         self.root = _tk_root(display)
         self.worker = Worker("127.0.0.1", port, lambda: psk, recibos, reintento=0.3)

@@ -365,7 +365,7 @@ def test_idle_probe_notices_the_bank_going_away_and_coming_back(worker_factory):
 @pytest.mark.timeout(90)
 def test_real_bank_closing_an_idle_connection_is_transparent(tmp_path, worker_factory):
     """The real bank drops a connection idle for 1 s; the next deposit reconnects, re-identifies, lands once."""
-    from tests.bank_fixture import start_bank
+    from devtools.bank_process import start_bank
 
     real = start_bank(tmp_path / "banco", extra_args=["--inactividad", "1"])
     try:

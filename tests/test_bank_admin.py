@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bank_server.pins import verify_pin
-from tests.bank_fixture import RunningBank, server_env, write_key, write_ledger
+from devtools.bank_process import RunningBank, server_env, write_key, write_ledger
 
 BLOCKED = "6011000000000012"
 

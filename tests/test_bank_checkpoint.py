@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bank_server.ledger import load_ledger
-from tests.bank_fixture import RunningBank
+from devtools.bank_process import RunningBank
 
 JUAN = ("5500000000000004", "2468")
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bank_server.ledger import Account, index_ledger, parse_ledger, render_ledger
-from tests.bank_fixture import pin_field
+from devtools.bank_process import pin_field
 
 PIN = pin_field("1234")
 

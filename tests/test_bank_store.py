@@ -12,12 +12,12 @@ import pytest
 
 from bank_server import journal as journal_module
 from bank_server import store as store_module
+from bank_server.conversation import now_iso
 from bank_server.journal import JournalError, Record
 from bank_server.rules import Limits, decide_movement
-from bank_server.service import now_iso
 from bank_server.store import LedgerLoadError, LedgerLock, Store, journal_path_for, ledger_problems
 from common.messages import RequestError
-from tests.bank_fixture import DemoAccount, write_ledger
+from devtools.bank_process import DemoAccount, write_ledger
 
 CARD = "1111111111111111"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import contract_client as cc
+from devtools import contract_client as cc
 
 VECTORS = json.loads((Path(__file__).with_name("vectors.json")).read_text(encoding="utf-8"))
 

@@ -28,7 +28,7 @@ import pytest
 
 from atm_gui.bank_client import BankClient, BankError
 from bank_server.ledger import load_ledger
-from tests.bank_fixture import TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.bank_process import TEST_PSK, DemoAccount, RunningBank, start_bank
 
 CARDS = [f"80000000000000{i:02d}" for i in range(5)]
 START = Decimal("300.00")

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bank_fixture import DEMO_ACCOUNTS, TEST_PSK, DemoAccount, RunningBank, start_bank
-from tests.contract_client import (
+from devtools.bank_process import DEMO_ACCOUNTS, TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.contract_client import (
     MAX_FRAME,
     AtmClient,
     ContractError,

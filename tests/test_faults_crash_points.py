@@ -28,7 +28,7 @@ from bank_server.ledger import load_ledger
 from bank_server.rules import Limits, decide_movement
 from bank_server.store import Store
 from common.messages import RequestError
-from tests.bank_fixture import DemoAccount, write_ledger
+from devtools.bank_process import DemoAccount, write_ledger
 
 CARDS = ("7000000000000001", "7000000000000002", "7000000000000003")
 START = Decimal("1000.00")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bank_fixture import TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.bank_process import TEST_PSK, DemoAccount, RunningBank, start_bank
 
 CARD = "4929000011112222"
 PINS = ("908172", "564738", "192837", "746352")  # the right one, wrong ones, the new one

@@ -21,7 +21,7 @@ from common.errors import RemoteProtocolError
 from common.framing import MAX_FRAME, FrameDecoder, encode_frame
 from common.messages import OPS, RequestError, decode_object, parse_request
 from common.money import AmountError, parse_request_amount
-from tests import contract_client
+from devtools import contract_client
 
 KEY = bytes(range(32))
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

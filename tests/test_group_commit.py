@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
-from tests.bank_fixture import DemoAccount, run_independent_load
+from devtools.bank_process import DemoAccount, run_independent_load
 
 fcntl = pytest.importorskip("fcntl", reason="group commit needs fcntl.flock (POSIX)")
 

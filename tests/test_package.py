@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bank_fixture import ROOT, RunningBank
-from tests.display import (
+from devtools.bank_process import ROOT, RunningBank
+from devtools.display import (
     CARD,
     PIN,
     assert_must_show_at_the_bank,

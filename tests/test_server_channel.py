@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bank_fixture import DEMO_ACCOUNTS, TEST_PSK, RunningBank, start_bank
-from tests.contract_client import (
+from devtools.bank_process import DEMO_ACCOUNTS, TEST_PSK, RunningBank, start_bank
+from devtools.contract_client import (
     MAGIC,
     AtmClient,
     BadProof,
@@ -448,7 +448,7 @@ def test_protocol_errors_are_logged_without_key_material(bank: RunningBank) -> N
 def test_client_text_cannot_forge_log_lines(bank: RunningBank) -> None:
     """Not a contract clause, but section 6 wants one log line per event: client-chosen text (an amount,
     a card) with a newline must not split a log line and let an ATM forge one. (This failed at first:
-    the raw amount and the card's last digits were logged; fixed in bank_server/service.py.)"""
+    the raw amount and the card's last digits were logged; fixed in bank_server/conversation.py.)"""
     marker = "FALSO-" + uuid.uuid4().hex[:8]
     with juan(bank) as client:
         client.request({"op": "DEPOSITAR", "monto": "5\n" + marker, "id": uuid.uuid4().hex})

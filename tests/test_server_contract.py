@@ -1,6 +1,6 @@
 """Every operation and every error code of PROTOCOL.md, over real TCP, against a real server process.
 
-The client is ``tests/contract_client.py``, written from the contract alone.
+The client is ``devtools/contract_client.py``, written from the contract alone.
 Where the contract leaves a choice open, the test follows the server's
 decision and says so in its docstring ("Server decision: ...").
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.bank_fixture import DEMO_ACCOUNTS, TEST_PSK, DemoAccount, RunningBank, start_bank
-from tests.contract_client import AtmClient, encode_json, open_session
+from devtools.bank_process import DEMO_ACCOUNTS, TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.contract_client import AtmClient, encode_json, open_session
 
 pytestmark = pytest.mark.timeout(60)
 

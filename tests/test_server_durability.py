@@ -1,6 +1,6 @@
 """The slow server tests: time limits, concurrency, kills, restarts, ledger and key errors, start methods.
 
-ATMs here are separate *processes* running ``python -m tests.contract_client``
+ATMs here are separate *processes* running ``python -m devtools.contract_client``
 (the independent client), so that the server sees real concurrent
 connections from other processes, as in a bank with many ATMs.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.bank_fixture import (
+from devtools.bank_process import (
     DEMO_ACCOUNTS,
     ROOT,
     TEST_PSK,
@@ -37,7 +37,7 @@ from tests.bank_fixture import (
     write_key,
     write_ledger,
 )
-from tests.contract_client import MAGIC, AtmClient, derive_keys, open_session, server_proof
+from devtools.contract_client import MAGIC, AtmClient, derive_keys, open_session, server_proof
 
 GUSTAVO, MARIA, JUAN, ANA = DEMO_ACCOUNTS
 CENT = Decimal("0.01")
@@ -80,7 +80,7 @@ class AtmProcess:
 def start_atm(
     bank: RunningBank, account: DemoAccount, pairs: list[tuple[str, str]], op: str = "DEPOSITAR", pausa: float = 0.0
 ) -> AtmProcess:
-    command = [sys.executable, "-m", "tests.contract_client", "depositar", "--port", str(bank.port)]
+    command = [sys.executable, "-m", "devtools.contract_client", "depositar", "--port", str(bank.port)]
     command += ["--psk", TEST_PSK.hex(), "--tarjeta", account.tarjeta, "--pin", account.pin, "--op", op]
     command += ["--pausa", str(pausa)]
     for monto, tx_id in pairs:

@@ -1,4 +1,4 @@
-"""El cliente de carga independiente (bench/carga_contrato.py) reproduce vectors.json byte a byte.
+"""El cliente de carga independiente (bench/contract_load.py) reproduce vectors.json byte a byte.
 
 El generador de carga se escribió solo a partir de PROTOCOL.md; estas
 pruebas comprueban que su cifrado, sus tramas, su saludo y sus registros dan
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bench import carga_contrato as cc
+from bench import contract_load as cc
 
 VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "vectors.json").read_text(encoding="utf-8"))
 

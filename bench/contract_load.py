@@ -18,7 +18,7 @@ propio cliente depositó.
 
 Uso (desde la raíz del proyecto)::
 
-    python -m bench.carga_contrato --host 127.0.0.1 --puerto 8123 --llave llave.key \\
+    python -m bench.contract_load --host 127.0.0.1 --puerto 8123 --llave llave.key \\
         --tarjetas tarjetas.json --cajeros 4 [--calentamiento 1.5] [--ventana 5] \\
         [--monto 1.00] [--sesiones 0]
 
@@ -1041,7 +1041,7 @@ def _load_cards(path: str) -> list[tuple[str, str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Punto de entrada de la línea de órdenes; devuelve el código de salida."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.carga_contrato",
+        prog="python -m bench.contract_load",
         description="Carga de depósitos contra el banco con un cliente escrito solo a partir de PROTOCOL.md.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="dirección del banco")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.bank_fixture import RunningBank
+from devtools.bank_process import RunningBank
 
 CARD = "1111111111111111"
 PIN = "1234"

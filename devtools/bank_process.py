@@ -190,16 +190,16 @@ def run_independent_load(
 ) -> tuple[RunningBank, dict[str, Any]]:
     """A bank on ``accounts``, one independent ATM per account for ``window`` s, a clean stop; then the
     books: every balance in ``cuenta.txt`` is the opening one plus what the ATMs saw acknowledged."""
-    from bench import carga_contrato  # the client that never saw the server's code
+    from bench import contract_load  # the client that never saw the server's code
 
     bank = start_bank(folder, accounts, extra_args=extra_args)
     try:
-        report = carga_contrato.run(
+        report = contract_load.run(
             "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], len(accounts), 0.3, window, amount
         )
     finally:
         assert bank.stop() == 0
-    assert carga_contrato.succeeded(report), report["errores"]
+    assert contract_load.succeeded(report), report["errores"]
     assert report["errores"] == {} and report["depositos_en_duda"] == {}
     assert report["ok_en_ventana"] > 0
     ledger, errors = load_ledger(bank.ledger_path)

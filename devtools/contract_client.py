@@ -12,7 +12,7 @@ chosen ``seq``/IV/padding, read whatever the server sends until it closes.
 Run as a module it is a small load generator for tests that need several
 ATM *processes*::
 
-    python -m tests.contract_client depositar --port P --tarjeta T --pin X --psk HEX \
+    python -m devtools.contract_client depositar --port P --tarjeta T --pin X --psk HEX \
         --monto 1.01 --id a1 --monto 2.02 --id a2 ...
 
 It prints one JSON line per answered request (``{"id", "monto", "respuesta"}``),
@@ -308,7 +308,7 @@ def _depositar(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.contract_client")
+    parser = argparse.ArgumentParser(prog="python -m devtools.contract_client")
     sub = parser.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("depositar", help="identify, then send DEPOSITAR (or --op RETIRAR) for each monto/id")
     d.add_argument("--port", type=int, required=True)

@@ -1,4 +1,4 @@
-"""The independent load generator (``bench/carga_contrato.py``, written from PROTOCOL.md alone) against
+"""The independent load generator (``bench/contract_load.py``, written from PROTOCOL.md alone) against
 the real server: every deposit it saw acknowledged is in ``cuenta.txt`` after a clean stop, to the cent.
 
 This is what the bench's throughput figures rest on; if the server and a client that never saw its
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bank_fixture import DemoAccount, run_independent_load
+from devtools.bank_process import DemoAccount, run_independent_load
 
 CARDS = [DemoAccount(f"40000000000000{i:02d}", f"Cliente {i}", "1000.00", f"{1000 + i}") for i in range(4)]
 

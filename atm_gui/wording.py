@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from atm_gui.modelo import Ajustes
+from atm_gui.model import Ajustes
 from common.messages import mask_card
 from common.money import format_for_people
 

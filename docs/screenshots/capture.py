@@ -1,6 +1,6 @@
 """Take the ATM screenshots in this folder, for real, on a virtual X screen.
 
-    python docs/screenshots/capturar.py
+    python docs/screenshots/capture.py
 
 Needs Xvfb, xdotool and ImageMagick (``apt-get install xvfb xdotool
 imagemagick``). It starts its own Xvfb, a demo bank on a free port and
@@ -24,12 +24,12 @@ AQUI = Path(__file__).resolve().parent
 RAIZ = AQUI.parents[1]
 sys.path.insert(0, str(RAIZ))
 
-from tests.bank_fixture import server_env, start_bank  # noqa: E402
-from tests.test_atm_gui import _start_xvfb  # noqa: E402
+from devtools.bank_process import server_env, start_bank  # noqa: E402
+from devtools.display import start_xvfb  # noqa: E402
 
 
 def main() -> int:
-    iniciado = _start_xvfb()
+    iniciado = start_xvfb()
     if iniciado is None:
         print("Hace falta Xvfb (apt-get install xvfb).", file=sys.stderr)
         return 1

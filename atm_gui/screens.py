@@ -11,8 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from atm_gui.modelo import PIN_PANTALLAS, Pantalla, Vista
-from atm_gui.textos import MENU_OPCIONES, MOTIVOS, agrupar_tarjeta, pesos
+from atm_gui.model import PIN_PANTALLAS, Pantalla, Vista
+from atm_gui.wording import MENU_OPCIONES, MOTIVOS, agrupar_tarjeta, pesos
 
 if TYPE_CHECKING:
     from atm_gui.session import Sesion
