@@ -2,19 +2,21 @@
 
 It wraps ``common.connection.ClientConnection`` with a socket and
 timeouts, and nothing else: no retries and no decisions, which belong to
-the session logic. The GUI runs it in its worker thread only; tests and
-benchmarks use it directly as a real ATM would.
+the session logic. The GUI runs it in its worker thread only, with the
+typed requests of ``common.messages``; tests and benchmarks use it
+directly as a real ATM would, often with plain wire dicts.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from typing import Any
 
-from common.connection import ClientConnection, MessageReceived, WrongKeyError
+from common.connection import ClientConnection, Event, MessageReceived, WrongKeyError
 from common.errors import ProtocolError
-from common.messages import encode
+from common.messages import Request, encode, request_to_wire
 
 
 class BankError(Exception):
@@ -67,11 +69,12 @@ class BankClient:
             self.close()
             raise BankWrongKey("el banco tiene otra llave") from None
 
-    def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and return the bank's response as a dict."""
+    def request(self, message: Request | dict[str, Any]) -> dict[str, Any]:
+        """Send one request (typed, or already a wire dict) and return the bank's response as a dict."""
         if self._conn is None:
             raise ConnectionLost("no hay conexión con el banco")
-        self._conn.send_message(encode(message))
+        wire = message if isinstance(message, dict) else request_to_wire(message)
+        self._conn.send_message(encode(wire))
         self._send(self._conn.data_to_send())
         if not self._pending:
             self._receive_until(lambda _events: bool(self._pending))
@@ -110,7 +113,7 @@ class BankClient:
             self.close()
             raise ConnectionLost(f"se perdió la conexión al enviar: {exc}") from None
 
-    def _receive_until(self, done: Any) -> None:
+    def _receive_until(self, done: Callable[[list[Event]], bool]) -> None:
         assert self._sock is not None and self._conn is not None
         while True:
             try:

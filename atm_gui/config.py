@@ -29,42 +29,45 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from atm_gui.session import Ajustes
+from atm_gui.model import AtmSettings
 from common.keyfile import DEFAULT_KEY_FILE
 
-INI = "atm.ini"
-HOST_POR_OMISION = "localhost"
-PUERTO_POR_OMISION = 8000
-SECCION = "cajero"
+# File names, the ini section and its keys are the file format's, hence Spanish.
+INI_NAME = "atm.ini"
+INI_SECTION = "cajero"
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8000
+LOG_NAME = "cajero_atm.log"
+RECEIPTS_DIR_NAME = "recibos"
 
 
-class ErrorConfig(Exception):
+class ConfigError(Exception):
     """A setting that cannot be used; the message is Spanish and names the file or argument."""
 
 
 @dataclass(frozen=True)
-class Config:
+class AtmConfig:
     host: str
     port: int
-    llave: Path
-    ajustes: Ajustes
-    recibos: Path
-    registro: Path
-    ini: Path | None
+    key_file: Path
+    settings: AtmSettings
+    receipts_dir: Path
+    log_file: Path
+    ini_file: Path | None
 
 
-def congelado() -> bool:
+def is_frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
-def carpeta_programa() -> Path:
+def program_dir() -> Path:
     """The folder "beside the program": the executable's when frozen, else the one holding ``atm_gui``."""
-    if congelado():
+    if is_frozen():
         return Path(sys.executable).resolve().parent
     return Path(__file__).resolve().parent.parent
 
 
-def carpeta_usuario() -> Path:
+def user_data_dir() -> Path:
     """The per-user data folder, for when the program's own folder is read-only."""
     if os.name == "nt":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
@@ -74,18 +77,19 @@ def carpeta_usuario() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "cajero"
 
 
-def escribible(carpeta: Path) -> bool:
+def is_writable(folder: Path) -> bool:
     try:
-        carpeta.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=carpeta):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             return True
     except OSError:
         return False
 
 
-def carpeta_de_datos(cwd: Path) -> Path:
-    preferida = carpeta_programa() if congelado() else cwd
-    return preferida if escribible(preferida) else carpeta_usuario()
+def data_dir(cwd: Path) -> Path:
+    """Where receipts and the log go: here (frozen: beside the executable) if writable, else the user's folder."""
+    preferred = program_dir() if is_frozen() else cwd
+    return preferred if is_writable(preferred) else user_data_dir()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,124 +124,130 @@ def _parser() -> _Parser:
     p.add_argument("host", nargs="?", metavar="HOST", help="nombre o dirección del banco")
     p.add_argument("port", nargs="?", metavar="PUERTO", help="puerto del banco")
     p.add_argument("-h", "--ayuda", action="help", help="muestra esta ayuda y termina")
-    p.add_argument("--llave", metavar="ARCHIVO", help="archivo de la llave del banco (por omisión llave.key)")
-    p.add_argument("--config", metavar="ARCHIVO", help="archivo de configuración (por omisión atm.ini)")
-    p.add_argument("--id", metavar="ID", help="identificador de este cajero en los recibos")
-    p.add_argument("--recibos", metavar="CARPETA", help="carpeta donde se guardan los recibos")
+    p.add_argument(
+        "--llave", dest="key_file", metavar="ARCHIVO", help="archivo de la llave del banco (por omisión llave.key)"
+    )
+    p.add_argument(
+        "--config", dest="ini_file", metavar="ARCHIVO", help="archivo de configuración (por omisión atm.ini)"
+    )
+    p.add_argument("--id", dest="atm_id", metavar="ID", help="identificador de este cajero en los recibos")
+    p.add_argument("--recibos", dest="receipts_dir", metavar="CARPETA", help="carpeta donde se guardan los recibos")
     return p
 
 
-def _puerto(texto: str, origen: str) -> int:
+def _port(text: str, source: str) -> int:
     try:
-        puerto = int(texto)
+        port = int(text)
     except ValueError:
-        raise ErrorConfig(f"{origen}: el puerto debe ser un número, no {texto!r}.") from None
-    if not 1 <= puerto <= 65535:
-        raise ErrorConfig(f"{origen}: el puerto debe estar entre 1 y 65535.")
-    return puerto
+        raise ConfigError(f"{source}: el puerto debe ser un número, no {text!r}.") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{source}: el puerto debe estar entre 1 y 65535.")
+    return port
 
 
-def _buscar_ini(explicito: str | None, cwd: Path) -> Path | None:
-    if explicito:
-        ruta = Path(explicito)
-        if not ruta.is_file():
-            raise ErrorConfig(f"{ruta}: no existe el archivo de configuración.")
-        return ruta
-    for carpeta in (carpeta_programa(), cwd):
-        if (carpeta / INI).is_file():
-            return carpeta / INI
+def _find_ini(explicit: str | None, cwd: Path) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no existe el archivo de configuración.")
+        return path
+    for folder in (program_dir(), cwd):
+        if (folder / INI_NAME).is_file():
+            return folder / INI_NAME
     return None
 
 
-def _leer_ini(ruta: Path | None) -> configparser.SectionProxy | None:
-    if ruta is None:
+def _read_ini(path: Path | None) -> configparser.SectionProxy | None:
+    if path is None:
         return None
     parser = configparser.ConfigParser()
     try:
-        with open(ruta, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-        raise ErrorConfig(f"{ruta}: no se pudo leer la configuración ({exc}).") from None
-    if not parser.has_section(SECCION):
-        raise ErrorConfig(f"{ruta}: falta la sección [{SECCION}].")
-    return parser[SECCION]
+        raise ConfigError(f"{path}: no se pudo leer la configuración ({exc}).") from None
+    if not parser.has_section(INI_SECTION):
+        raise ConfigError(f"{path}: falta la sección [{INI_SECTION}].")
+    return parser[INI_SECTION]
 
 
-def _decimal(texto: str, origen: str) -> Decimal:
+def _whole_amount(text: str, source: str) -> Decimal:
     try:
-        valor = Decimal(texto.strip())
+        value = Decimal(text.strip())
     except InvalidOperation:
-        raise ErrorConfig(f"{origen}: {texto!r} no es un número.") from None
-    if valor <= 0 or valor != valor.to_integral_value():
-        raise ErrorConfig(f"{origen}: debe ser un número entero mayor que cero.")
-    return valor
+        raise ConfigError(f"{source}: {text!r} no es un número.") from None
+    if value <= 0 or value != value.to_integral_value():
+        raise ConfigError(f"{source}: debe ser un número entero mayor que cero.")
+    return value
 
 
-def _ajustes(sec: configparser.SectionProxy | None, ruta: Path | None, cajero_id: str | None) -> Ajustes:
-    base = Ajustes()
+def _settings(sec: configparser.SectionProxy | None, path: Path | None, atm_id: str | None) -> AtmSettings:
+    base = AtmSettings()
     if sec is None:
-        return Ajustes(cajero_id=cajero_id) if cajero_id else base
-    billete = _decimal(sec["billete_minimo"], f"{ruta}, billete_minimo") if "billete_minimo" in sec else None
-    rapidos = base.montos_rapidos
+        return AtmSettings(atm_id=atm_id) if atm_id else base
+    note = _whole_amount(sec["billete_minimo"], f"{path}, billete_minimo") if "billete_minimo" in sec else None
+    quick = base.quick_amounts
     if "montos_rapidos" in sec:
-        rapidos = tuple(_decimal(x, f"{ruta}, montos_rapidos") for x in sec["montos_rapidos"].split(",") if x.strip())
+        quick = tuple(
+            _whole_amount(x, f"{path}, montos_rapidos") for x in sec["montos_rapidos"].split(",") if x.strip()
+        )
     try:
-        inactividad = sec.getfloat("inactividad", base.inactividad)
+        inactivity = sec.getfloat("inactividad", base.inactivity)
     except ValueError:
-        raise ErrorConfig(f"{ruta}, inactividad: debe ser un número de segundos.") from None
-    return Ajustes(
-        banco=sec.get("banco", base.banco),
-        cajero_id=cajero_id or sec.get("id", base.cajero_id),
-        billete_minimo=billete or base.billete_minimo,
-        montos_rapidos=rapidos,
-        inactividad=inactividad,
+        raise ConfigError(f"{path}, inactividad: debe ser un número de segundos.") from None
+    return AtmSettings(
+        bank_name=sec.get("banco", base.bank_name),
+        atm_id=atm_id or sec.get("id", base.atm_id),
+        smallest_note=note or base.smallest_note,
+        quick_amounts=quick,
+        inactivity=inactivity,
     )
 
 
-def buscar_llave(explicita: str | None, desde_ini: Path | None, cwd: Path) -> Path:
+def find_key(explicit: str | None, from_ini: Path | None, cwd: Path) -> Path:
     """Flag, then atm.ini, then ``llave.key`` here, then beside the program; the first that exists."""
-    if explicita:
-        return Path(explicita)
-    if desde_ini is not None:
-        return desde_ini
-    for carpeta in (cwd, carpeta_programa()):
-        if (carpeta / DEFAULT_KEY_FILE).is_file():
-            return carpeta / DEFAULT_KEY_FILE
+    if explicit:
+        return Path(explicit)
+    if from_ini is not None:
+        return from_ini
+    for folder in (cwd, program_dir()):
+        if (folder / DEFAULT_KEY_FILE).is_file():
+            return folder / DEFAULT_KEY_FILE
     return cwd / DEFAULT_KEY_FILE  # does not exist: the ATM says so on screen
 
 
-def cargar(argv: list[str] | None = None, cwd: Path | None = None) -> Config:
-    """Build the configuration; raises ``ErrorConfig`` (Spanish) and exits on ``--ayuda``."""
+def load(argv: list[str] | None = None, cwd: Path | None = None) -> AtmConfig:
+    """Build the configuration; raises ``ConfigError`` (Spanish) and exits on ``--ayuda``."""
     cwd = cwd or Path.cwd()
     args = _parser().parse_args(argv)
-    ruta_ini = _buscar_ini(args.config, cwd)
-    sec = _leer_ini(ruta_ini)
-    carpeta_ini = ruta_ini.parent if ruta_ini else cwd
+    ini_file = _find_ini(args.ini_file, cwd)
+    sec = _read_ini(ini_file)
+    ini_dir = ini_file.parent if ini_file else cwd
 
-    host = args.host or (sec.get("host") if sec else None) or HOST_POR_OMISION
+    host = args.host or (sec.get("host") if sec else None) or DEFAULT_HOST
     if args.port is not None:
-        port = _puerto(args.port, "PUERTO")
+        port = _port(args.port, "PUERTO")
     elif sec is not None and "puerto" in sec:
-        port = _puerto(sec["puerto"], f"{ruta_ini}, puerto")
+        port = _port(sec["puerto"], f"{ini_file}, puerto")
     else:
-        port = PUERTO_POR_OMISION
+        port = DEFAULT_PORT
 
-    llave_ini = carpeta_ini / sec["llave"] if sec is not None and sec.get("llave") else None
-    llave = buscar_llave(args.llave, llave_ini, cwd)
+    key_from_ini = ini_dir / sec["llave"] if sec is not None and sec.get("llave") else None
+    key_file = find_key(args.key_file, key_from_ini, cwd)
 
-    datos = carpeta_de_datos(cwd)
-    if args.recibos:
-        recibos = Path(args.recibos)
+    data = data_dir(cwd)
+    if args.receipts_dir:
+        receipts_dir = Path(args.receipts_dir)
     elif sec is not None and sec.get("recibos"):
-        recibos = carpeta_ini / sec["recibos"]
+        receipts_dir = ini_dir / sec["recibos"]
     else:
-        recibos = datos / "recibos"
-    return Config(
+        receipts_dir = data / RECEIPTS_DIR_NAME
+    return AtmConfig(
         host=host,
         port=port,
-        llave=llave,
-        ajustes=_ajustes(sec, ruta_ini, args.id),
-        recibos=recibos,
-        registro=datos / "cajero_atm.log",
-        ini=ruta_ini,
+        key_file=key_file,
+        settings=_settings(sec, ini_file, args.atm_id),
+        receipts_dir=receipts_dir,
+        log_file=data / LOG_NAME,
+        ini_file=ini_file,
     )

@@ -1,162 +1,214 @@
-"""Each screen of the ATM as a ``Vista``: titles, lines, side-key labels, the input field.
+"""Each screen of the ATM as a ``ScreenView``: titles, lines, side-key labels, the input field.
 
-Why a function of the session rather than part of it: the rules
-(``session``) decide which screen is current; this module only says
-what that screen shows, so wording and layout change without touching
-the state machine, and the state machine stays small.
+Why render functions of a ``SessionSnapshot`` rather than part of the
+session: the rules (``session``) decide which screen is current and
+publish its facts in one frozen snapshot; this module only lays those
+facts out (with the words of ``wording``), so layout changes without
+touching the state machine, and the state machine never depends on how
+it is drawn. There is one function per screen, chosen by ``RENDERERS``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-from atm_gui.model import PIN_PANTALLAS, Pantalla, Vista
-from atm_gui.wording import MENU_OPCIONES, MOTIVOS, agrupar_tarjeta, pesos
+from atm_gui import wording
+from atm_gui.model import Operation, Screen, ScreenView, SessionSnapshot
 
-if TYPE_CHECKING:
-    from atm_gui.session import Sesion
+MASK = "●"  # one per PIN digit typed
+PULSE_ON, PULSE_OFF = "●", "○"
+PULSE_DOTS = 3  # the waiting pulse lights 0, 1, 2, 3 of them in turn
+PULSE_PER_SECOND = 2  # a slow pulse, so a long wait visibly is not a frozen screen
+QUICK_AMOUNT_KEYS = 7  # F1-F7; F8 is "Regresar"
+
+Renderer = Callable[[SessionSnapshot, float], ScreenView]
 
 
-def construir(s: Sesion, ahora: float) -> Vista:
-    """The screen for the session's current state (reads the session, changes nothing)."""
-    p = s.pantalla
-    banco = s.aj.banco
-    aviso = s._aviso
-    if p is Pantalla.BIENVENIDA:
-        if not s.en_linea:
-            linea1, linea2 = MOTIVOS.get(s.motivo_fuera, MOTIVOS["inalcanzable"])
-            return Vista(p.value, "Fuera de servicio", banco, (linea1, linea2, "Disculpe las molestias."))
-        return Vista(
-            p.value,
-            banco,
-            "Inserte su tarjeta",
-            ("Teclee el número de su tarjeta", "y oprima ACEPTAR."),
-            etiqueta="Tarjeta:",
-            entrada=agrupar_tarjeta(s._entrada),
-            aviso=aviso,
-            ayuda="ACEPTAR continuar · BORRAR corregir",
-        )
-    if p is Pantalla.PIN:
-        return Vista(
-            p.value,
-            banco,
-            "Teclee su PIN",
-            ("Cubra el teclado al teclear su PIN.",),
-            etiqueta="PIN:",
-            entrada="●" * len(s._entrada),
-            aviso=aviso,
-            ayuda="ACEPTAR continuar · CANCELAR salir",
-        )
-    if p is Pantalla.MENU:
-        e = [f"{n} · {t}" for n, t in MENU_OPCIONES[:4]]
-        d = [f"{t} · {n}" for n, t in MENU_OPCIONES[4:]]
-        return Vista(
-            p.value,
-            banco,
-            "Seleccione una operación",
-            (),
-            (e[0], e[1], e[2], e[3]),
-            (d[0], d[1], "", ""),
-            aviso=aviso,
-            ayuda="Oprima la tecla lateral o el número",
-        )
-    if p is Pantalla.ESPERA:
-        progreso = int(ahora * 2) % 4  # a slow pulse, so a long wait visibly is not a frozen screen
-        puntos = " ".join("●" if i < progreso else "○" for i in range(3))
-        return Vista(p.value, s._espera or "Procesando…", "Por favor espere", (puntos,), aviso=aviso)
-    if p is Pantalla.DEPOSITO_MONTO:
-        return Vista(
-            p.value,
-            "Depósito",
-            "Teclee el monto a depositar",
-            ("Solo pesos completos.",),
-            derecha=("", "", "", "Regresar"),
-            etiqueta="Monto:",
-            entrada=pesos(Decimal(s._entrada or "0")),
-            aviso=aviso,
-            ayuda="ACEPTAR continuar · BORRAR corregir",
-        )
-    if p is Pantalla.RETIRO_MONTO:
-        rapidos = [pesos(m) for m in s._montos_rapidos()] + [""] * 8
-        return Vista(
-            p.value,
-            "Retiro",
-            "Elija o teclee el monto",
-            (f"Múltiplos de {pesos(s.aj.billete_minimo)}",),
-            (rapidos[0], rapidos[1], rapidos[2], rapidos[3]),
-            (rapidos[4], rapidos[5], rapidos[6], "Regresar"),
-            etiqueta="Monto:",
-            entrada=pesos(Decimal(s._entrada or "0")),
-            aviso=aviso,
-            ayuda="ACEPTAR continuar · BORRAR corregir",
-        )
-    if p in (Pantalla.DEPOSITO_CONFIRMAR, Pantalla.RETIRO_CONFIRMAR):
-        nombre = "depósito" if p is Pantalla.DEPOSITO_CONFIRMAR else "retiro"
-        return Vista(
-            p.value,
-            f"Confirme su {nombre}",
-            "",
-            (f"Monto: {pesos(s._monto)}", "", "¿Es correcto?"),
-            ("", "", "", "Corregir"),
-            ("", "", "", "Confirmar"),
-            aviso=aviso,
-            ayuda="ACEPTAR confirmar · CANCELAR salir",
-        )
-    if p in PIN_PANTALLAS:
-        subtitulos = {
-            Pantalla.PIN_ACTUAL: "Teclee su PIN actual",
-            Pantalla.PIN_NUEVO: "Teclee su PIN nuevo (4 a 6 dígitos)",
-            Pantalla.PIN_REPETIR: "Teclee otra vez su PIN nuevo",
-        }
-        return Vista(
-            p.value,
-            "Cambio de PIN",
-            subtitulos[p],
-            (),
-            etiqueta="PIN:",
-            entrada="●" * len(s._entrada),
-            aviso=aviso,
-            ayuda="ACEPTAR continuar · CANCELAR salir",
-        )
-    if p is Pantalla.RESULTADO:
-        r = s._resultado
-        assert r is not None
-        return Vista(
-            p.value,
-            r.titulo,
-            "",
-            tuple(r.lineas),
-            ("", "", "", "Recibo"),
-            ("", "", "", "Menú"),
-            aviso=aviso,
-            ayuda="ACEPTAR menú · CANCELAR terminar",
-            tabla=r.operacion == "Movimientos",
-        )
-    if p is Pantalla.RECIBO:
-        return Vista(
-            p.value,
-            "Su recibo",
-            s._recibo_estado,
-            tuple(s._recibo),
-            derecha=("", "", "", "Menú"),
-            ayuda="ACEPTAR menú · CANCELAR terminar",
-            tabla=True,
-        )
-    if p is Pantalla.MAS_TIEMPO:
-        restante = max(0, int(s._hasta - ahora + 0.999))
-        return Vista(
-            p.value,
-            "¿Necesita más tiempo?",
-            "",
-            (f"Su sesión terminará en {restante} s.",),
-            ("", "", "", "No"),
-            ("", "", "", "Sí"),
-            ayuda="ACEPTAR sí · CANCELAR no",
-        )
-    if p is Pantalla.RETIRE_TARJETA:
-        lineas = (s._mensaje_final,) if s._mensaje_final else ()
-        return Vista(p.value, "Retire su tarjeta", "Gracias por usar " + banco, (*lineas, "", "Hasta pronto."))
-    # FUERA_SERVICIO during a session
-    linea1, linea2 = MOTIVOS.get(s._motivo, MOTIVOS["inalcanzable"])
-    return Vista(p.value, "Fuera de servicio", banco, (linea1, linea2), ayuda="CANCELAR terminar")
+def render(snapshot: SessionSnapshot, now: float) -> ScreenView:
+    """What the screen shows for this snapshot (``now`` drives the countdown and the waiting pulse)."""
+    return RENDERERS[snapshot.screen](snapshot, now)
+
+
+def _typed_amount(s: SessionSnapshot) -> str:
+    return wording.money(Decimal(s.entry or "0"))
+
+
+def _welcome(s: SessionSnapshot, now: float) -> ScreenView:
+    if not s.online:
+        line1, line2 = wording.OUTAGE_LINES[s.outage]
+        return ScreenView(s.screen, wording.OUT_OF_SERVICE, s.bank_name, (line1, line2, wording.SORRY))
+    return ScreenView(
+        s.screen,
+        s.bank_name,
+        wording.INSERT_CARD,
+        wording.INSERT_CARD_LINES,
+        label=wording.CARD_LABEL,
+        entry=wording.group_card(s.entry),
+        notice=s.notice,
+        help=wording.HELP_CONTINUE_OR_CLEAR,
+    )
+
+
+def _pin(s: SessionSnapshot, now: float) -> ScreenView:
+    return ScreenView(
+        s.screen,
+        s.bank_name,
+        wording.ENTER_PIN,
+        wording.COVER_THE_KEYPAD,
+        label=wording.PIN_LABEL,
+        entry=MASK * s.pin_length,
+        notice=s.notice,
+        help=wording.HELP_CONTINUE_OR_LEAVE,
+    )
+
+
+def _menu(s: SessionSnapshot, now: float) -> ScreenView:
+    left = [f"{n} · {t}" for n, t in wording.MENU_OPTIONS[:4]]
+    right = [f"{t} · {n}" for n, t in wording.MENU_OPTIONS[4:]]
+    return ScreenView(
+        s.screen,
+        s.bank_name,
+        wording.CHOOSE_OPERATION,
+        (),
+        (left[0], left[1], left[2], left[3]),
+        (right[0], right[1], "", ""),
+        notice=s.notice,
+        help=wording.HELP_MENU,
+    )
+
+
+def _wait(s: SessionSnapshot, now: float) -> ScreenView:
+    lit = int(now * PULSE_PER_SECOND) % (PULSE_DOTS + 1)
+    dots = " ".join(PULSE_ON if i < lit else PULSE_OFF for i in range(PULSE_DOTS))
+    return ScreenView(s.screen, s.wait_text or wording.PROCESSING, wording.PLEASE_WAIT, (dots,), notice=s.notice)
+
+
+def _deposit_amount(s: SessionSnapshot, now: float) -> ScreenView:
+    return ScreenView(
+        s.screen,
+        wording.DEPOSIT,
+        wording.DEPOSIT_PROMPT,
+        wording.WHOLE_PESOS_ONLY,
+        right=("", "", "", wording.BACK),
+        label=wording.AMOUNT_LABEL,
+        entry=_typed_amount(s),
+        notice=s.notice,
+        help=wording.HELP_CONTINUE_OR_CLEAR,
+    )
+
+
+def _withdrawal_amount(s: SessionSnapshot, now: float) -> ScreenView:
+    quick = [wording.money(m) for m in s.quick_amounts] + [""] * (QUICK_AMOUNT_KEYS + 1)
+    return ScreenView(
+        s.screen,
+        wording.WITHDRAWAL,
+        wording.WITHDRAWAL_PROMPT,
+        (wording.multiples_of(s.smallest_note),),
+        (quick[0], quick[1], quick[2], quick[3]),
+        (quick[4], quick[5], quick[6], wording.BACK),
+        label=wording.AMOUNT_LABEL,
+        entry=_typed_amount(s),
+        notice=s.notice,
+        help=wording.HELP_CONTINUE_OR_CLEAR,
+    )
+
+
+def _confirm(s: SessionSnapshot, now: float) -> ScreenView:
+    return ScreenView(
+        s.screen,
+        wording.confirm_your(s.screen),
+        "",
+        (wording.amount_line(s.amount), "", wording.IS_IT_RIGHT),
+        ("", "", "", wording.CORRECT),
+        ("", "", "", wording.CONFIRM),
+        notice=s.notice,
+        help=wording.HELP_CONFIRM,
+    )
+
+
+def _pin_change(s: SessionSnapshot, now: float) -> ScreenView:
+    return ScreenView(
+        s.screen,
+        wording.PIN_CHANGE,
+        wording.PIN_CHANGE_PROMPTS[s.screen],
+        (),
+        label=wording.PIN_LABEL,
+        entry=MASK * s.pin_length,
+        notice=s.notice,
+        help=wording.HELP_CONTINUE_OR_LEAVE,
+    )
+
+
+def _result(s: SessionSnapshot, now: float) -> ScreenView:
+    r = s.result
+    assert r is not None, "the session shows RESULT only with a result"
+    return ScreenView(
+        s.screen,
+        r.title,
+        "",
+        r.lines,
+        ("", "", "", wording.RECEIPT),
+        ("", "", "", wording.MENU),
+        notice=s.notice,
+        help=wording.HELP_AFTER_RESULT,
+        table=r.operation is Operation.MOVEMENTS,
+    )
+
+
+def _receipt(s: SessionSnapshot, now: float) -> ScreenView:
+    return ScreenView(
+        s.screen,
+        wording.YOUR_RECEIPT,
+        s.receipt_status,
+        s.receipt_lines,
+        right=("", "", "", wording.MENU),
+        help=wording.HELP_AFTER_RESULT,
+        table=True,
+    )
+
+
+def _more_time(s: SessionSnapshot, now: float) -> ScreenView:
+    seconds_left = max(0, int(s.countdown_end - now + 0.999))  # rounded up: "0 s" only at the very end
+    return ScreenView(
+        s.screen,
+        wording.MORE_TIME,
+        "",
+        (wording.session_ends_in(seconds_left),),
+        ("", "", "", wording.NO),
+        ("", "", "", wording.YES),
+        help=wording.HELP_MORE_TIME,
+    )
+
+
+def _take_card(s: SessionSnapshot, now: float) -> ScreenView:
+    why = (s.farewell,) if s.farewell else ()
+    return ScreenView(
+        s.screen, wording.TAKE_YOUR_CARD, wording.thanks_for_using(s.bank_name), (*why, "", wording.GOODBYE)
+    )
+
+
+def _out_of_service(s: SessionSnapshot, now: float) -> ScreenView:
+    """Out of service during a session (between customers it is the welcome screen that says so)."""
+    line1, line2 = wording.OUTAGE_LINES[s.outage]
+    return ScreenView(s.screen, wording.OUT_OF_SERVICE, s.bank_name, (line1, line2), help=wording.HELP_END)
+
+
+RENDERERS: dict[Screen, Renderer] = {
+    Screen.WELCOME: _welcome,
+    Screen.PIN: _pin,
+    Screen.MENU: _menu,
+    Screen.WAIT: _wait,
+    Screen.DEPOSIT_AMOUNT: _deposit_amount,
+    Screen.WITHDRAWAL_AMOUNT: _withdrawal_amount,
+    Screen.DEPOSIT_CONFIRM: _confirm,
+    Screen.WITHDRAWAL_CONFIRM: _confirm,
+    Screen.PIN_CURRENT: _pin_change,
+    Screen.PIN_NEW: _pin_change,
+    Screen.PIN_REPEAT: _pin_change,
+    Screen.RESULT: _result,
+    Screen.RECEIPT: _receipt,
+    Screen.MORE_TIME: _more_time,
+    Screen.TAKE_CARD: _take_card,
+    Screen.OUT_OF_SERVICE: _out_of_service,
+}

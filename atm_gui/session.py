@@ -3,24 +3,26 @@
 Why a separate, widget-free module: every rule a customer meets (which
 key does what on which screen, amounts, PIN entry, time-outs, what a
 bank answer shows) lives here, so unit tests drive it with key sequences
-and fake bank events in microseconds, and the Tk view stays a thin
+and fake bank events in microseconds, and the Tk window stays a thin
 painter (the Thonny/IDLE lesson: logic that touches widgets cannot be
 tested without a display).
 
 How it talks to the rest:
 
-* ``tecla(k, ahora)`` feeds one key; ``tick(ahora)`` advances time-outs;
-  ``evento(kind, payload, ahora)`` feeds one result from the worker.
-  ``ahora`` is a monotonic time in seconds handed in by the caller.
-* ``tomar_comandos()`` returns the commands for the worker, as
-  ``(kind, payload)`` tuples; every payload carries ``sesion``, the
-  number of the customer session it belongs to, so a late answer for a
-  session that already ended is ignored instead of confusing the next
-  customer.
-* ``vista(ahora)`` returns the ``Vista`` the view paints.
+* ``press_key(key, now)`` feeds one key; ``tick(now)`` advances
+  time-outs; ``handle_event(event, now)`` feeds one event from the
+  worker (``atm_gui.events``). ``now`` is a monotonic time in seconds
+  handed in by the caller.
+* ``take_commands()`` returns the commands for the worker
+  (``atm_gui.events``): bank requests are the typed requests of
+  ``common.messages``, each with a fresh ``correlation_id`` that its
+  answer carries back.
+* ``snapshot()`` returns the frozen ``SessionSnapshot`` of what to show;
+  ``screens.render`` lays it out.
 
-Money is ``Decimal`` throughout; the keypad has no decimal point, so
-amounts are whole pesos.
+Money is ``Decimal`` throughout, from the keypad to the request (it is
+turned into text only on the wire and on screen); the keypad has no
+decimal point, so amounts are whole pesos.
 """
 
 from __future__ import annotations
@@ -31,394 +33,488 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from atm_gui import screens
-from atm_gui.model import (
-    ACEPTAR,
-    BORRAR,
-    CANCELAR,
-    CON_INACTIVIDAD,
-    DIGITOS,
-    LATERALES,
-    TECLAS,
-    Ajustes,
-    Comando,
-    Pantalla,
-    Vista,
+from atm_gui import wording
+from atm_gui.events import (
+    BankStatus,
+    CloseSession,
+    Command,
+    Connected,
+    Disconnected,
+    Event,
+    OpenSession,
+    ReceiptFailed,
+    ReceiptSaved,
+    Reconnecting,
+    Reply,
+    RequestFailed,
+    SaveReceipt,
+    SendRequest,
+    SessionEvent,
 )
-from atm_gui.wording import Resultado, intentos, lineas_recibo, pesos, resultado_de
-from common.money import format_amount
+from atm_gui.model import (
+    ACCEPT,
+    CANCEL,
+    CLEAR,
+    DIGITS,
+    IDLE_TIMEOUT_SCREENS,
+    KEYS,
+    LEFT_BOTTOM,
+    RIGHT_BOTTOM,
+    SECRET_ENTRY_SCREENS,
+    SIDE_KEYS,
+    AtmSettings,
+    OperationResult,
+    OutageReason,
+    PendingRequest,
+    Screen,
+    SessionSnapshot,
+)
+from common.messages import (
+    DEPOSITAR,
+    IDENTIFICAR,
+    RETIRAR,
+    CambiarPin,
+    Consultar,
+    Depositar,
+    Identificar,
+    Movimientos,
+    Request,
+    Retirar,
+    request_op_name,
+)
 
-__all__ = ["ACEPTAR", "BORRAR", "CANCELAR", "DIGITOS", "LATERALES", "TECLAS", "Ajustes", "Pantalla", "Sesion", "Vista"]
+CARD_DIGITS = (12, 19)
+PIN_DIGITS = (4, 6)
+MOVEMENTS_ASKED = 10
+TYPE_AHEAD_LIMIT = 40
+FAREWELL_EXTRA_SECONDS = 3.0  # "Retire su tarjeta" stays longer when it says why the session ended
+# Answers after which the card is returned at once, whatever the operation.
+CARD_REFUSED = frozenset({"TARJETA_BLOQUEADA", "TARJETA_INVALIDA", "NO_IDENTIFICADO"})
+# On the menu the side keys F1-F6 mean the digits 1-6 shown beside them.
+MENU_SIDE_KEYS = {key: str(i) for i, key in enumerate(SIDE_KEYS[:6], start=1)}
+QUICK_AMOUNT_KEYS = SIDE_KEYS[:7]  # F8 is "Regresar"
+FALLBACK_QUICK_MULTIPLES = (1, 2, 5, 10, 20, 50)  # of the smallest note, when no configured amount fits it
+
+KeyHandler = Callable[[str, float], None]
 
 
-class Sesion:
+def _pending(correlation_id: int, request: Request) -> PendingRequest:
+    """What is remembered about a request while its answer is awaited: never its PIN."""
+    if isinstance(request, Depositar | Retirar):
+        return PendingRequest(correlation_id, request_op_name(request), request.monto, request.id)
+    return PendingRequest(correlation_id, request_op_name(request))
+
+
+class AtmSession:
     """One ATM's customer-facing state. Not thread-safe: the Tk thread owns it."""
 
     def __init__(
         self,
-        ajustes: Ajustes | None = None,
-        ahora: float = 0.0,
-        reloj: Callable[[], datetime] = datetime.now,
-        nuevo_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        settings: AtmSettings | None = None,
+        now: float = 0.0,
+        clock: Callable[[], datetime] = datetime.now,
+        new_tx_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
-        self.aj = ajustes or Ajustes()
-        self._reloj = reloj
-        self._nuevo_id = nuevo_id
-        self._comandos: list[Comando] = []
-        self.numero = 0
-        self.en_linea = True
-        self.motivo_fuera = "inalcanzable"
-        self.abierta = False
-        self.pantalla = Pantalla.BIENVENIDA
-        self._limpiar(ahora)
+        self.settings = settings or AtmSettings()
+        self._clock = clock
+        self._new_tx_id = new_tx_id
+        self._commands: list[Command] = []
+        self._last_correlation_id = 0
+        self.session_no = 0
+        self.online = True
+        self.bank_outage = OutageReason.UNREACHABLE
+        self.is_open = False
+        self.screen = Screen.WELCOME
+        # One key handler per screen. WAIT, MORE_TIME and CANCEL are handled in press_key;
+        # TAKE_CARD and OUT_OF_SERVICE take no key but CANCEL.
+        self._key_handlers: dict[Screen, KeyHandler] = {
+            Screen.WELCOME: self._key_welcome,
+            Screen.PIN: self._key_pin,
+            Screen.MENU: self._key_menu,
+            Screen.DEPOSIT_AMOUNT: self._key_deposit_amount,
+            Screen.WITHDRAWAL_AMOUNT: self._key_withdrawal_amount,
+            Screen.DEPOSIT_CONFIRM: self._key_deposit_confirm,
+            Screen.WITHDRAWAL_CONFIRM: self._key_withdrawal_confirm,
+            Screen.PIN_CURRENT: self._key_pin_current,
+            Screen.PIN_NEW: self._key_pin_new,
+            Screen.PIN_REPEAT: self._key_pin_repeat,
+            Screen.RESULT: self._key_result,
+            Screen.RECEIPT: self._key_receipt,
+        }
+        self._forget_customer(now)
 
     # -- public API ------------------------------------------------------------
     @property
-    def pendiente(self) -> dict[str, Any] | None:
-        """The request sent to the bank whose answer has not come yet."""
-        return self._pendiente
+    def pending(self) -> PendingRequest | None:
+        """The request sent to the bank whose answer has not come yet (without its secrets)."""
+        return self._pending
 
-    def tomar_comandos(self) -> list[Comando]:
-        comandos, self._comandos = self._comandos, []
-        return comandos
+    def take_commands(self) -> list[Command]:
+        commands, self._commands = self._commands, []
+        return commands
 
-    def tecla(self, k: str, ahora: float) -> None:
-        if k not in TECLAS:
+    def press_key(self, key: str, now: float) -> None:
+        if key not in KEYS:
             return
-        self._ultima = ahora
-        if self.pantalla is Pantalla.MAS_TIEMPO:
-            if k == CANCELAR or k == "F4":
-                self._terminar(ahora)
-            else:
-                self.pantalla = self._previa
-            return
-        if self.pantalla is Pantalla.ESPERA and k != CANCELAR:
+        self._last_key_at = now
+        if self.screen is Screen.MORE_TIME:
+            self._answer_more_time(key, now)
+        elif self.screen is Screen.WAIT and key != CANCEL:
             # Type-ahead, as a keyboard buffer: keys pressed while the bank answers are
             # replayed on the next screen, so a quick customer (or xdotool) loses nothing.
-            if len(self._anticipadas) < 40:
-                self._anticipadas.append(k)
-            return
-        if k == CANCELAR:
-            if self.pantalla is Pantalla.BIENVENIDA:
-                self._entrada = ""
-                self._aviso = ""
-            elif self.pantalla is not Pantalla.RETIRE_TARJETA:
-                self._terminar(ahora)
-            return
-        manejador = getattr(self, f"_tecla_{self.pantalla.value}", None)
-        if manejador is not None:
-            manejador(k, ahora)
+            if len(self._type_ahead) < TYPE_AHEAD_LIMIT:
+                self._type_ahead.append(key)
+        elif key == CANCEL:
+            self._cancel(now)
+        elif handler := self._key_handlers.get(self.screen):
+            handler(key, now)
 
-    def tick(self, ahora: float) -> None:
-        if self.pantalla is Pantalla.RETIRE_TARJETA and ahora >= self._hasta:
-            self._limpiar(ahora)
-            self.pantalla = Pantalla.BIENVENIDA
-        elif self.pantalla is Pantalla.MAS_TIEMPO and ahora >= self._hasta:
-            self._terminar(ahora)
-        elif self.pantalla in CON_INACTIVIDAD and ahora - self._ultima >= self.aj.inactividad:
-            self._previa = self.pantalla
-            self.pantalla = Pantalla.MAS_TIEMPO
-            self._hasta = ahora + self.aj.cuenta_regresiva
-        elif self.pantalla is Pantalla.BIENVENIDA and self._entrada and ahora - self._ultima >= self.aj.inactividad:
-            self._entrada = ""
-            self._aviso = ""
+    def tick(self, now: float) -> None:
+        if self.screen is Screen.TAKE_CARD and now >= self._deadline:
+            self._forget_customer(now)
+            self.screen = Screen.WELCOME
+        elif self.screen is Screen.MORE_TIME and now >= self._deadline:
+            self._end(now)
+        elif self.screen in IDLE_TIMEOUT_SCREENS and now - self._last_key_at >= self.settings.inactivity:
+            self._screen_before_question = self.screen
+            self.screen = Screen.MORE_TIME
+            self._deadline = now + self.settings.countdown
+        elif self.screen is Screen.WELCOME and self._entry and now - self._last_key_at >= self.settings.inactivity:
+            self._entry = ""
+            self._notice = ""
 
-    def evento(self, kind: str, payload: dict[str, Any], ahora: float) -> None:
-        if kind == "estado":
-            self.en_linea = bool(payload.get("en_linea", True))
-            self.motivo_fuera = str(payload.get("motivo") or "inalcanzable")
+    def handle_event(self, event: Event, now: float) -> None:
+        if isinstance(event, BankStatus):
+            self.online = event.online
+            self.bank_outage = event.reason or OutageReason.UNREACHABLE
             return
-        if not self.abierta or payload.get("sesion") != self.numero:
+        if not self.is_open or event.session_no != self.session_no:
             return  # a late answer for a session that has already ended
-        en_pregunta = self.pantalla is Pantalla.MAS_TIEMPO
-        if en_pregunta:
-            self.pantalla = self._previa
-        antes = self.pantalla
-        manejador = getattr(self, f"_evento_{kind}", None)
-        if manejador is not None:
-            manejador(payload, ahora)
-        if en_pregunta:
-            if self.pantalla is antes:
-                self.pantalla = Pantalla.MAS_TIEMPO
+        # An answer that arrives during "¿Necesita más tiempo?" is applied to the screen
+        # the question interrupted; the question stays unless the answer moved on.
+        asking = self.screen is Screen.MORE_TIME
+        if asking:
+            self.screen = self._screen_before_question
+        before = self.screen
+        self._apply(event, now)
+        if asking:
+            if self.screen is before:
+                self.screen = Screen.MORE_TIME
             else:
-                self._ultima = ahora
-        if self.pantalla is not Pantalla.ESPERA and self._anticipadas:
-            anticipadas, self._anticipadas = self._anticipadas, []
-            for k in anticipadas:
-                self.tecla(k, ahora)  # back in ESPERA, the rest is buffered again
+                self._last_key_at = now
+        if self.screen is not Screen.WAIT and self._type_ahead:
+            keys, self._type_ahead = self._type_ahead, []
+            for key in keys:
+                self.press_key(key, now)  # back in WAIT, the rest is buffered again
 
-    # -- keys, one method per screen ---------------------------------------------
-    def _teclear(self, k: str, maximo: int) -> None:
-        if k in DIGITOS and len(self._entrada) < maximo:
-            self._entrada += k
-        elif k == BORRAR:
-            self._entrada = self._entrada[:-1]
+    def snapshot(self) -> SessionSnapshot:
+        """The public facts of this moment, for ``screens.render`` (no PIN, only its length)."""
+        secret = self.screen in SECRET_ENTRY_SCREENS
+        return SessionSnapshot(
+            screen=self.screen,
+            bank_name=self.settings.bank_name,
+            online=self.online,
+            outage=self._outage if self.screen is Screen.OUT_OF_SERVICE else self.bank_outage,
+            entry="" if secret else self._entry,
+            pin_length=len(self._entry) if secret else 0,
+            notice=self._notice,
+            wait_text=self._wait_text,
+            amount=self._amount,
+            smallest_note=self.settings.smallest_note,
+            quick_amounts=self._quick_amounts(),
+            result=self._result,
+            receipt_lines=self._receipt,
+            receipt_status=self._receipt_status,
+            countdown_end=self._deadline,
+            farewell=self._farewell,
+        )
 
-    def _tecla_bienvenida(self, k: str, ahora: float) -> None:
-        if not self.en_linea:
+    # -- keys, one handler per screen ---------------------------------------------
+    def _answer_more_time(self, key: str, now: float) -> None:
+        if key in (CANCEL, LEFT_BOTTOM):
+            self._end(now)
+        else:
+            self.screen = self._screen_before_question
+
+    def _cancel(self, now: float) -> None:
+        if self.screen is Screen.WELCOME:
+            self._entry = ""
+            self._notice = ""
+        elif self.screen is not Screen.TAKE_CARD:
+            self._end(now)
+
+    def _type(self, key: str, max_digits: int) -> None:
+        if key in DIGITS and len(self._entry) < max_digits:
+            self._entry += key
+        elif key == CLEAR:
+            self._entry = self._entry[:-1]
+
+    def _type_amount(self, key: str) -> None:
+        self._type(key, self.settings.amount_digits)
+        self._entry = self._entry.lstrip("0")
+
+    def _pin_typed(self) -> bool:
+        return PIN_DIGITS[0] <= len(self._entry) <= PIN_DIGITS[1]
+
+    def _key_welcome(self, key: str, now: float) -> None:
+        if not self.online:
             return
-        if k == ACEPTAR:
-            if not 12 <= len(self._entrada) <= 19:
-                self._aviso = "El número de tarjeta debe tener de 12 a 19 dígitos."
+        if key != ACCEPT:
+            self._type(key, CARD_DIGITS[1])
+        elif not CARD_DIGITS[0] <= len(self._entry) <= CARD_DIGITS[1]:
+            self._notice = wording.CARD_LENGTH
+        else:
+            self.session_no += 1
+            self.is_open = True
+            self._card = self._entry
+            self._entry = ""
+            self._commands.append(OpenSession(self.session_no))
+            self.screen = Screen.PIN
+
+    def _key_pin(self, key: str, now: float) -> None:
+        if key != ACCEPT:
+            self._type(key, PIN_DIGITS[1])
+        elif not self._pin_typed():
+            self._notice = wording.PIN_LENGTH
+        else:
+            pin, self._entry = self._entry, ""
+            self._request(Identificar(self._card, pin), wording.CHECKING_PIN)
+
+    def _key_menu(self, key: str, now: float) -> None:
+        match MENU_SIDE_KEYS.get(key, key):
+            case "1":
+                self._request(Consultar(), wording.CHECKING_BALANCE)
+            case "2":
+                self._go(Screen.DEPOSIT_AMOUNT)
+            case "3":
+                self._go(Screen.WITHDRAWAL_AMOUNT)
+            case "4":
+                self._request(Movimientos(MOVEMENTS_ASKED), wording.CHECKING_MOVEMENTS)
+            case "5":
+                self._go(Screen.PIN_CURRENT)
+            case "6":
+                self._end(now)
+
+    def _key_deposit_amount(self, key: str, now: float) -> None:
+        if key == ACCEPT:
+            amount = Decimal(self._entry or "0")
+            if amount <= 0:
+                self._notice = wording.AMOUNT_ABOVE_ZERO
                 return
-            self.numero += 1
-            self.abierta = True
-            self._tarjeta = self._entrada
-            self._entrada = ""
-            self._comando("abrir")
-            self.pantalla = Pantalla.PIN
+            self._amount = amount
+            self._go(Screen.DEPOSIT_CONFIRM)
+        elif key == RIGHT_BOTTOM:
+            self._go(Screen.MENU)
         else:
-            self._teclear(k, 19)
+            self._type_amount(key)
 
-    def _tecla_pin(self, k: str, ahora: float) -> None:
-        if k == ACEPTAR:
-            if not 4 <= len(self._entrada) <= 6:
-                self._aviso = "El PIN debe tener de 4 a 6 dígitos."
-                return
-            pin, self._entrada = self._entrada, ""
-            self._pedir({"op": "IDENTIFICAR", "tarjeta": self._tarjeta, "pin": pin}, "Verificando su PIN…")
+    def _key_withdrawal_amount(self, key: str, now: float) -> None:
+        quick = self._quick_amounts()
+        if key in QUICK_AMOUNT_KEYS and QUICK_AMOUNT_KEYS.index(key) < len(quick):
+            self._choose_withdrawal(quick[QUICK_AMOUNT_KEYS.index(key)])
+        elif key == ACCEPT:
+            self._choose_withdrawal(Decimal(self._entry or "0"))
+        elif key == RIGHT_BOTTOM:
+            self._go(Screen.MENU)
         else:
-            self._teclear(k, 6)
+            self._type_amount(key)
 
-    def _tecla_menu(self, k: str, ahora: float) -> None:
-        opcion = {"F1": "1", "F2": "2", "F3": "3", "F4": "4", "F5": "5", "F6": "6"}.get(k, k)
-        if opcion == "1":
-            self._pedir({"op": "CONSULTAR"}, "Consultando su saldo…")
-        elif opcion == "2":
-            self._ir(Pantalla.DEPOSITO_MONTO)
-        elif opcion == "3":
-            self._ir(Pantalla.RETIRO_MONTO)
-        elif opcion == "4":
-            self._pedir({"op": "MOVIMIENTOS", "n": 10}, "Consultando sus movimientos…")
-        elif opcion == "5":
-            self._ir(Pantalla.PIN_ACTUAL)
-        elif opcion == "6":
-            self._terminar(ahora)
-
-    def _tecla_deposito_monto(self, k: str, ahora: float) -> None:
-        if k == ACEPTAR:
-            monto = Decimal(self._entrada or "0")
-            if monto <= 0:
-                self._aviso = "Teclee un monto mayor que cero."
-                return
-            self._monto = monto
-            self._ir(Pantalla.DEPOSITO_CONFIRMAR)
-        elif k == "F8":
-            self._ir(Pantalla.MENU)
+    def _choose_withdrawal(self, amount: Decimal) -> None:
+        note = self.settings.smallest_note
+        if amount <= 0:
+            self._notice = wording.AMOUNT_ABOVE_ZERO
+        elif amount % note != 0:
+            self._notice = wording.not_a_multiple(note)
+            self._entry = ""
         else:
-            self._teclear(k, self.aj.digitos_monto)
-            self._entrada = self._entrada.lstrip("0")
+            self._amount = amount
+            self._go(Screen.WITHDRAWAL_CONFIRM)
 
-    def _tecla_retiro_monto(self, k: str, ahora: float) -> None:
-        rapidos = self._montos_rapidos()
-        if k in LATERALES[:7] and LATERALES.index(k) < len(rapidos):
-            self._elegir_retiro(rapidos[LATERALES.index(k)])
-        elif k == ACEPTAR:
-            self._elegir_retiro(Decimal(self._entrada or "0"))
-        elif k == "F8":
-            self._ir(Pantalla.MENU)
+    def _key_deposit_confirm(self, key: str, now: float) -> None:
+        self._confirm(key, Depositar, Screen.DEPOSIT_AMOUNT)
+
+    def _key_withdrawal_confirm(self, key: str, now: float) -> None:
+        self._confirm(key, Retirar, Screen.WITHDRAWAL_AMOUNT)
+
+    def _confirm(self, key: str, make: type[Depositar] | type[Retirar], correct: Screen) -> None:
+        if key in (ACCEPT, RIGHT_BOTTOM):
+            assert self._amount is not None, "a confirmation screen always has an amount"
+            self._request(make(self._amount, self._new_tx_id()), wording.PROCESSING)
+        elif key == LEFT_BOTTOM:
+            self._go(correct)
+
+    def _key_pin_current(self, key: str, now: float) -> None:
+        if key != ACCEPT:
+            self._type(key, PIN_DIGITS[1])
+        elif not self._pin_typed():
+            self._notice = wording.PIN_LENGTH
         else:
-            self._teclear(k, self.aj.digitos_monto)
-            self._entrada = self._entrada.lstrip("0")
+            self._current_pin = self._entry
+            self._go(Screen.PIN_NEW)
 
-    def _elegir_retiro(self, monto: Decimal) -> None:
-        nota = self.aj.billete_minimo
-        if monto <= 0:
-            self._aviso = "Teclee un monto mayor que cero."
-        elif monto % nota != 0:
-            self._aviso = f"El monto debe ser múltiplo de {pesos(nota)} (el billete más chico de este cajero)."
-            self._entrada = ""
+    def _key_pin_new(self, key: str, now: float) -> None:
+        if key != ACCEPT:
+            self._type(key, PIN_DIGITS[1])
+            return
+        if not self._pin_typed():
+            self._notice = wording.NEW_PIN_LENGTH
+        elif self._entry == self._current_pin:
+            self._notice = wording.NEW_PIN_SAME_AS_CURRENT
         else:
-            self._monto = monto
-            self._ir(Pantalla.RETIRO_CONFIRMAR)
+            self._new_pin = self._entry
+            self._go(Screen.PIN_REPEAT)
+            return
+        self._entry = ""
 
-    def _tecla_deposito_confirmar(self, k: str, ahora: float) -> None:
-        self._confirmar(k, "DEPOSITAR", Pantalla.DEPOSITO_MONTO)
-
-    def _tecla_retiro_confirmar(self, k: str, ahora: float) -> None:
-        self._confirmar(k, "RETIRAR", Pantalla.RETIRO_MONTO)
-
-    def _confirmar(self, k: str, op: str, corregir: Pantalla) -> None:
-        if k in (ACEPTAR, "F8"):
-            assert self._monto is not None
-            mensaje = {"op": op, "monto": format_amount(self._monto), "id": self._nuevo_id()}
-            self._pedir(mensaje, "Procesando…")
-        elif k == "F4":
-            self._ir(corregir)
-
-    def _tecla_pin_actual(self, k: str, ahora: float) -> None:
-        if k == ACEPTAR:
-            if not 4 <= len(self._entrada) <= 6:
-                self._aviso = "El PIN debe tener de 4 a 6 dígitos."
-                return
-            self._pin_actual = self._entrada
-            self._ir(Pantalla.PIN_NUEVO)
+    def _key_pin_repeat(self, key: str, now: float) -> None:
+        if key != ACCEPT:
+            self._type(key, PIN_DIGITS[1])
+        elif self._entry != self._new_pin:
+            self._new_pin = ""
+            self._go(Screen.PIN_NEW)
+            self._notice = wording.PINS_DIFFER
         else:
-            self._teclear(k, 6)
+            request = CambiarPin(self._current_pin, self._new_pin)
+            self._current_pin = self._new_pin = ""
+            self._request(request, wording.CHANGING_PIN)
 
-    def _tecla_pin_nuevo(self, k: str, ahora: float) -> None:
-        if k == ACEPTAR:
-            if not 4 <= len(self._entrada) <= 6:
-                self._aviso = "El PIN nuevo debe tener de 4 a 6 dígitos."
-                self._entrada = ""
-                return
-            if self._entrada == self._pin_actual:
-                self._aviso = "El PIN nuevo debe ser distinto del actual."
-                self._entrada = ""
-                return
-            self._pin_nuevo = self._entrada
-            self._ir(Pantalla.PIN_REPETIR)
-        else:
-            self._teclear(k, 6)
+    def _key_result(self, key: str, now: float) -> None:
+        if key in (ACCEPT, RIGHT_BOTTOM):
+            self._go(Screen.MENU)
+        elif key == LEFT_BOTTOM and self._result is not None:
+            self._issue_receipt()
+            self._go(Screen.RECEIPT)
 
-    def _tecla_pin_repetir(self, k: str, ahora: float) -> None:
-        if k == ACEPTAR:
-            if self._entrada != self._pin_nuevo:
-                self._pin_nuevo = ""
-                self._ir(Pantalla.PIN_NUEVO)
-                self._aviso = "Los PIN no coinciden. Teclee de nuevo el PIN nuevo."
-                return
-            mensaje = {"op": "CAMBIAR_PIN", "pin_actual": self._pin_actual, "pin_nuevo": self._pin_nuevo}
-            self._pin_actual = self._pin_nuevo = ""
-            self._pedir(mensaje, "Cambiando su PIN…")
-        else:
-            self._teclear(k, 6)
-
-    def _tecla_resultado(self, k: str, ahora: float) -> None:
-        if k in (ACEPTAR, "F8"):
-            self._ir(Pantalla.MENU)
-        elif k == "F4" and self._resultado is not None:
-            self._emitir_recibo()
-            self._ir(Pantalla.RECIBO)
-
-    def _tecla_recibo(self, k: str, ahora: float) -> None:
-        if k in (ACEPTAR, "F8"):
-            self._ir(Pantalla.MENU)
+    def _key_receipt(self, key: str, now: float) -> None:
+        if key in (ACCEPT, RIGHT_BOTTOM):
+            self._go(Screen.MENU)
 
     # -- events from the worker --------------------------------------------------
-    def _evento_conectado(self, payload: dict[str, Any], ahora: float) -> None:
-        if self.pantalla is Pantalla.FUERA_SERVICIO and self._pendiente is None:
-            if self._titular:
-                self._ir(Pantalla.MENU)
-                self._aviso = "Comunicación restablecida."
+    def _apply(self, event: SessionEvent, now: float) -> None:
+        match event:
+            case Connected():
+                self._on_connected()
+            case Disconnected(reason=reason, correlation_id=correlation_id):
+                self._on_disconnected(reason, correlation_id)
+            case Reconnecting(attempt=attempt):
+                if self.screen is Screen.WAIT:
+                    self._notice = wording.reconnecting(attempt)
+            case RequestFailed():
+                self._on_request_failed(now)
+            case ReceiptSaved(file_name=file_name):
+                self._receipt_status = wording.receipt_saved(file_name)
+            case ReceiptFailed():
+                self._receipt_status = wording.RECEIPT_NOT_SAVED
+            case Reply():
+                self._on_reply(event, now)
+
+    def _on_connected(self) -> None:
+        if self.screen is Screen.OUT_OF_SERVICE and self._pending is None:
+            if self._holder:
+                self._go(Screen.MENU)
+                self._notice = wording.CONNECTION_RESTORED
             else:
-                self._ir(Pantalla.PIN)
-                self._aviso = "Comunicación restablecida. Teclee su PIN."
+                self._go(Screen.PIN)
+                self._notice = wording.CONNECTION_RESTORED_ENTER_PIN
 
-    def _evento_sin_conexion(self, payload: dict[str, Any], ahora: float) -> None:
-        if payload.get("op") and self._pendiente and payload["op"] == self._pendiente["op"]:
-            self._pendiente = None
-        self._motivo = str(payload.get("motivo") or "inalcanzable")
-        if self._pendiente is None:
-            self._ir(Pantalla.FUERA_SERVICIO)
+    def _on_disconnected(self, reason: OutageReason, correlation_id: int | None) -> None:
+        if correlation_id is not None and self._pending and correlation_id == self._pending.correlation_id:
+            self._pending = None  # that request never left: nothing to wait for
+        self._outage = reason
+        if self._pending is None:
+            self._go(Screen.OUT_OF_SERVICE)
 
-    def _evento_reconectando(self, payload: dict[str, Any], ahora: float) -> None:
-        if self.pantalla is Pantalla.ESPERA:
-            self._aviso = f"Reconectando con el banco (intento {payload.get('intento', 1)})…"
-
-    def _evento_fallo(self, payload: dict[str, Any], ahora: float) -> None:
+    def _on_request_failed(self, now: float) -> None:
         """The worker gave up on a request: its outcome is unknown to the ATM, so say so and end."""
-        pendiente, self._pendiente = self._pendiente, None
-        if pendiente and pendiente["op"] in ("DEPOSITAR", "RETIRAR"):
-            mensaje = "No se pudo confirmar su operación. Consulte su saldo antes de repetirla."
+        pending, self._pending = self._pending, None
+        if pending and pending.op in (DEPOSITAR, RETIRAR):
+            self._end(now, wording.OUTCOME_UNKNOWN)
         else:
-            mensaje = "Se perdió la comunicación con el banco."
-        self._terminar(ahora, mensaje)
+            self._end(now, wording.CONNECTION_LOST)
 
-    def _evento_recibo_guardado(self, payload: dict[str, Any], ahora: float) -> None:
-        self._recibo_estado = f"Recibo guardado: {payload.get('nombre', '')}"
+    def _on_reply(self, event: Reply, now: float) -> None:
+        pending = self._pending
+        if pending is None or event.correlation_id != pending.correlation_id:
+            return
+        self._pending = None
+        response = event.response
+        ok = response.get("ok") is True
+        error = str(response.get("error", ""))
+        message = str(response.get("mensaje") or wording.BANK_COULD_NOT)
+        if not ok and error in CARD_REFUSED:
+            self._end(now, message)
+        elif pending.op == IDENTIFICAR:
+            self._on_identified(response, ok, error, message, now)
+        else:
+            self._result = wording.describe_result(pending, response, ok, message, self._holder)
+            self._go(Screen.RESULT)
 
-    def _evento_recibo_error(self, payload: dict[str, Any], ahora: float) -> None:
-        self._recibo_estado = "No se pudo guardar el recibo."
-
-    def _evento_respuesta(self, payload: dict[str, Any], ahora: float) -> None:
-        pendiente = self._pendiente
-        respuesta = payload.get("respuesta")
-        if pendiente is None or payload.get("op") != pendiente["op"] or not isinstance(respuesta, dict):
-            return
-        self._pendiente = None
-        op = pendiente["op"]
-        ok = respuesta.get("ok") is True
-        error = str(respuesta.get("error", ""))
-        mensaje = str(respuesta.get("mensaje") or "El banco no pudo completar la operación.")
-        if not ok and error in ("TARJETA_BLOQUEADA", "TARJETA_INVALIDA", "NO_IDENTIFICADO"):
-            self._terminar(ahora, mensaje)
-            return
-        if op == "IDENTIFICAR":
-            if ok:
-                self._titular = str(respuesta.get("titular", ""))
-                self._ir(Pantalla.MENU)
-                self._aviso = f"Bienvenido(a), {self._titular}" if self._titular else ""
-            elif error == "PIN_INCORRECTO":
-                self._ir(Pantalla.PIN)
-                self._aviso = f"PIN incorrecto. {intentos(respuesta.get('intentos_restantes'))}".strip()
-            else:
-                self._terminar(ahora, mensaje)
-            return
-        self._resultado = resultado_de(op, pendiente, respuesta, ok, mensaje, self._titular)
-        self._ir(Pantalla.RESULTADO)
+    def _on_identified(self, response: dict[str, Any], ok: bool, error: str, message: str, now: float) -> None:
+        if ok:
+            self._holder = str(response.get("titular", ""))
+            self._go(Screen.MENU)
+            self._notice = wording.welcome_holder(self._holder)
+        elif error == "PIN_INCORRECTO":
+            self._go(Screen.PIN)
+            self._notice = wording.wrong_pin(response.get("intentos_restantes"))
+        else:
+            self._end(now, message)
 
     # -- helpers ---------------------------------------------------------------------
-    def _comando(self, kind: str, **payload: Any) -> None:
-        self._comandos.append((kind, {"sesion": self.numero, **payload}))
+    def _request(self, request: Request, wait_text: str) -> None:
+        self._last_correlation_id += 1
+        self._pending = _pending(self._last_correlation_id, request)
+        self._wait_text = wait_text
+        self._commands.append(SendRequest(self.session_no, self._last_correlation_id, request))
+        self._go(Screen.WAIT)
 
-    def _pedir(self, mensaje: dict[str, Any], texto: str) -> None:
-        self._pendiente = {k: v for k, v in mensaje.items() if k not in ("pin", "pin_actual", "pin_nuevo")}
-        self._espera = texto
-        self._comando("pedir", op=mensaje["op"], mensaje=mensaje)
-        self._ir(Pantalla.ESPERA)
+    def _go(self, screen: Screen) -> None:
+        self.screen = screen
+        self._entry = ""
+        self._notice = ""
 
-    def _ir(self, pantalla: Pantalla) -> None:
-        self.pantalla = pantalla
-        self._entrada = ""
-        self._aviso = ""
+    def _quick_amounts(self) -> tuple[Decimal, ...]:
+        note = self.settings.smallest_note
+        fitting = [m for m in self.settings.quick_amounts if m > 0 and m % note == 0]
+        return tuple(fitting or [note * f for f in FALLBACK_QUICK_MULTIPLES])[: len(QUICK_AMOUNT_KEYS)]
 
-    def _montos_rapidos(self) -> list[Decimal]:
-        nota = self.aj.billete_minimo
-        rapidos = [m for m in self.aj.montos_rapidos if m > 0 and m % nota == 0]
-        return (rapidos or [nota * f for f in (1, 2, 5, 10, 20, 50)])[:7]
-
-    def _limpiar(self, ahora: float) -> None:
+    def _forget_customer(self, now: float) -> None:
         """Forget everything about the customer (the card, the PIN being typed, results)."""
-        self._ultima = ahora
-        self._hasta = ahora
-        self._previa = Pantalla.BIENVENIDA
-        self._entrada = ""
-        self._aviso = ""
-        self._tarjeta = ""
-        self._titular = ""
-        self._pin_actual = ""
-        self._pin_nuevo = ""
-        self._monto: Decimal | None = None
-        self._pendiente: dict[str, Any] | None = None
-        self._resultado: Resultado | None = None
-        self._recibo: list[str] = []
-        self._recibo_estado = ""
-        self._espera = ""
-        self._motivo = "inalcanzable"
-        self._mensaje_final = ""
-        self._anticipadas: list[str] = []
+        self._last_key_at = now
+        self._deadline = now
+        self._screen_before_question = Screen.WELCOME
+        self._entry = ""
+        self._notice = ""
+        self._card = ""
+        self._holder = ""
+        self._current_pin = ""
+        self._new_pin = ""
+        self._amount: Decimal | None = None
+        self._pending: PendingRequest | None = None
+        self._result: OperationResult | None = None
+        self._receipt: tuple[str, ...] = ()
+        self._receipt_status = ""
+        self._wait_text = ""
+        self._outage = OutageReason.UNREACHABLE
+        self._farewell = ""
+        self._type_ahead: list[str] = []
 
-    def _terminar(self, ahora: float, mensaje: str = "") -> None:
+    def _end(self, now: float, farewell: str = "") -> None:
         """End the session safely from any screen: close the connection, return the card."""
-        if self.abierta:
-            self._comando("cerrar")
-        self.abierta = False
-        self._limpiar(ahora)
-        self._mensaje_final = mensaje
-        self.pantalla = Pantalla.RETIRE_TARJETA
-        self._hasta = ahora + self.aj.retire_tarjeta + (3.0 if mensaje else 0.0)
+        if self.is_open:
+            self._commands.append(CloseSession(self.session_no))
+        self.is_open = False
+        self._forget_customer(now)
+        self._farewell = farewell
+        self.screen = Screen.TAKE_CARD
+        self._deadline = now + self.settings.take_card_seconds + (FAREWELL_EXTRA_SECONDS if farewell else 0.0)
 
-    def _emitir_recibo(self) -> None:
-        r = self._resultado
-        assert r is not None
-        fecha = self._reloj()
-        lineas = lineas_recibo(self.aj, fecha, self._tarjeta, r)
-        self._recibo = lineas
-        self._recibo_estado = "Guardando recibo…"
-        nombre = f"recibo-{fecha:%Y%m%d-%H%M%S}-{(r.folio or self._nuevo_id())[:8]}.txt"
-        self._comando("recibo", nombre=nombre, texto="\n".join(lineas) + "\n")
-
-    def vista(self, ahora: float) -> Vista:
-        """What the screen shows now (``ahora`` drives the countdown)."""
-        return screens.construir(self, ahora)
+    def _issue_receipt(self) -> None:
+        result = self._result
+        assert result is not None, "a receipt is offered only after a result"
+        when = self._clock()
+        lines = wording.receipt_lines(self.settings, when, self._card, result)
+        self._receipt = lines
+        self._receipt_status = wording.SAVING_RECEIPT
+        file_name = wording.receipt_file_name(when, result.tx_id or self._new_tx_id())
+        self._commands.append(SaveReceipt(self.session_no, file_name, "\n".join(lines) + "\n"))

@@ -2,30 +2,29 @@
 
 Why a thread of its own: a socket read may wait seconds (a slow bank, a
 time-out, a reconnection), and Tk freezes if its thread waits. So the
-Tk thread only puts commands on ``comandos`` and drains ``resultados``
-with ``after()``; this thread owns the ``BankClient`` and the key, and
-puts nothing but ``(kind, payload)`` tuples of plain data back.
+Tk thread only puts commands on ``commands`` and drains ``events`` with
+``after()``; this thread owns the ``BankClient`` and the key, and puts
+nothing but the frozen events of ``atm_gui.events`` back.
 
 What it decides on its own, because only it sees the socket:
 
 * Reconnection. A request whose connection broke is sent again on a new
   connection, after identifying the card again (one card per connection;
   the card and PIN are kept in memory for the session only, never
-  logged). DEPOSITAR and RETIRAR keep their ``id``, so the bank's
+  logged). ``Depositar`` and ``Retirar`` keep their ``id``, so the bank's
   idempotency answers the original result (``repetida``) instead of
   applying the money twice: the customer sees the true outcome.
-* CAMBIAR_PIN whose answer was lost: the new PIN is tried first, so a
+* ``CambiarPin`` whose answer was lost: the new PIN is tried first, so a
   change that was applied is reported as done and not tried again.
 * Being out of service. When the bank cannot be reached (or holds
   another key) it says so and tries again every few seconds, so the
   ATM comes back by itself; between customers it also looks every
-  ``sondeo`` seconds (connect, SALIR), so the welcome screen is honest.
+  ``probe_every`` seconds (connect, SALIR), so the welcome screen is honest.
 
-Commands (payloads always carry ``sesion``): ``abrir``, ``pedir``
-(``op``, ``mensaje``), ``cerrar``, ``recibo`` (``nombre``, ``texto``),
-and ``parar``. Results: ``estado``, ``conectado``, ``sin_conexion``,
-``reconectando``, ``respuesta``, ``fallo``, ``recibo_guardado``,
-``recibo_error``.
+Commands: ``OpenSession``, ``SendRequest``, ``CloseSession``,
+``SaveReceipt`` and ``Stop``. Events: ``BankStatus``, ``Connected``,
+``Disconnected``, ``Reconnecting``, ``Reply``, ``RequestFailed``,
+``ReceiptSaved``, ``ReceiptFailed``.
 """
 
 from __future__ import annotations
@@ -40,302 +39,360 @@ from pathlib import Path
 from typing import Any
 
 from atm_gui.bank_client import BankClient, BankError, BankWrongKey
+from atm_gui.events import (
+    BankStatus,
+    CloseSession,
+    Command,
+    Connected,
+    Disconnected,
+    Event,
+    OpenSession,
+    ReceiptFailed,
+    ReceiptSaved,
+    Reconnecting,
+    Reply,
+    RequestFailed,
+    SaveReceipt,
+    SendRequest,
+    Stop,
+)
+from atm_gui.model import OutageReason
 from common.errors import KeyFileError
+from common.messages import (
+    CambiarPin,
+    Consultar,
+    Depositar,
+    Identificar,
+    Movimientos,
+    Request,
+    Retirar,
+    Salir,
+    request_op_name,
+)
 
 log = logging.getLogger("cajero.atm")
 
 # Requests that may be sent again after a lost reply without changing the outcome.
-REINTENTABLES = frozenset({"CONSULTAR", "MOVIMIENTOS", "DEPOSITAR", "RETIRAR", "CAMBIAR_PIN"})
-
-Resultado = tuple[str, dict[str, Any]]
-
-
-class _SinConexion(Exception):
-    """No connection could be made at all; ``motivo`` is ``inalcanzable`` or ``llave``."""
-
-    def __init__(self, motivo: str) -> None:
-        super().__init__(motivo)
-        self.motivo = motivo
+RETRYABLE = (Consultar, Movimientos, Depositar, Retirar, CambiarPin)
+MAX_BACKOFF = 2.0  # seconds between attempts to resend a request, at most
 
 
-class _Rechazo(Exception):
+class _NoConnection(Exception):
+    """No connection could be made at all; ``reason`` says why."""
+
+    def __init__(self, reason: OutageReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+class _Refused(Exception):
     """The bank refused the card again on reconnection (blocked meanwhile, PIN changed)."""
 
-    def __init__(self, respuesta: dict[str, Any]) -> None:
-        super().__init__(respuesta.get("error"))
-        self.respuesta = respuesta
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__(response.get("error"))
+        self.response = response
 
 
 class Worker:
-    """Start with ``start()``, feed ``enviar()``, read ``resultados``, end with ``detener()``."""
+    """Start with ``start()``, feed ``send()``, read ``events``, end with ``stop()``."""
 
     def __init__(
         self,
         host: str,
         port: int,
-        cargar_llave: Callable[[], bytes],
-        recibos: Path,
+        load_key: Callable[[], bytes],
+        receipts_dir: Path,
         *,
         timeout: float = 10.0,
-        reintento: float = 5.0,
-        reintentar_por: float = 30.0,
-        sondeo: float = 60.0,
+        retry_every: float = 5.0,
+        retry_for: float = 30.0,
+        probe_every: float = 60.0,
     ) -> None:
         self.host = host
         self.port = port
-        self._cargar_llave = cargar_llave
-        self._recibos = recibos
+        self._load_key = load_key
+        self._receipts_dir = receipts_dir
         self._timeout = timeout
-        self._reintento = reintento
-        self._reintentar_por = reintentar_por
-        self._sondeo = sondeo
-        self.comandos: queue.Queue[Resultado] = queue.Queue()
-        self.resultados: queue.Queue[Resultado] = queue.Queue()
-        self._parar = threading.Event()
+        self._retry_every = retry_every
+        self._retry_for = retry_for
+        self._probe_every = probe_every
+        self.commands: queue.Queue[Command] = queue.Queue()
+        self.events: queue.Queue[Event] = queue.Queue()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cajero-banco", daemon=True)
         self._client: BankClient | None = None
-        self._sesion: int | None = None
-        self._tarjeta: str | None = None
+        self._session_no: int | None = None
+        self._card: str | None = None
         self._pin: str | None = None
-        self._proximo_intento: float | None = None
-        self._en_linea: bool | None = None
-        self._motivo = "inalcanzable"
+        self._next_attempt: float | None = None
+        self._online: bool | None = None
+        self._outage = OutageReason.UNREACHABLE
+
+    @property
+    def destination(self) -> str:
+        return f"{self.host}:{self.port}"
 
     # -- the Tk thread's side ----------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
-    def enviar(self, kind: str, payload: dict[str, Any]) -> None:
-        self.comandos.put((kind, payload))
+    def send(self, command: Command) -> None:
+        self.commands.put(command)
 
-    def detener(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread: it says SALIR to the bank if a session is open, then ends."""
-        self._parar.set()
-        self.comandos.put(("parar", {}))
+        self._stopping.set()
+        self.commands.put(Stop())
         self._thread.join(timeout)
 
     @property
-    def vivo(self) -> bool:
+    def alive(self) -> bool:
         return self._thread.is_alive()
 
     # -- the worker thread ----------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._sondear()
-            while not self._parar.is_set():
-                espera = None
-                if self._proximo_intento is not None:
-                    espera = max(0.0, self._proximo_intento - time.monotonic())
+            self._probe()
+            while not self._stopping.is_set():
+                wait = None if self._next_attempt is None else max(0.0, self._next_attempt - time.monotonic())
                 try:
-                    kind, payload = self.comandos.get(timeout=espera)
+                    command = self.commands.get(timeout=wait)
                 except queue.Empty:
-                    self._reintentar()
+                    self._retry()
                     continue
-                if kind == "parar":
+                if isinstance(command, Stop):
                     break
                 try:
-                    getattr(self, f"_cmd_{kind}")(payload)
+                    self._handle(command)
                 except Exception:  # the thread must outlive any bug: the session is told and ends
-                    log.exception("error inesperado al atender %s", kind)
-                    self._cerrar_cliente()
-                    self._emitir("fallo", sesion=payload.get("sesion"), op=payload.get("op"))
+                    log.exception("error inesperado al atender %s", type(command).__name__)
+                    self._close_client()
+                    correlation_id = command.correlation_id if isinstance(command, SendRequest) else None
+                    self._emit(RequestFailed(command.session_no, correlation_id))
         finally:
-            self._salir()
+            self._say_goodbye()
 
-    def _emitir(self, kind: str, **payload: Any) -> None:
-        self.resultados.put((kind, payload))
+    def _handle(self, command: OpenSession | SendRequest | CloseSession | SaveReceipt) -> None:
+        match command:
+            case OpenSession():
+                self._open_session(command)
+            case SendRequest():
+                self._send_request(command)
+            case CloseSession():
+                self._close_session(command)
+            case SaveReceipt():
+                self._save_receipt(command)
 
-    def _estado(self, en_linea: bool, motivo: str = "") -> None:
-        if en_linea == self._en_linea and (en_linea or motivo == self._motivo):
+    def _emit(self, event: Event) -> None:
+        self.events.put(event)
+
+    def _set_status(self, online: bool, reason: OutageReason | None = None) -> None:
+        """Tell the window when the bank comes or goes (once per change), and log it."""
+        if online == self._online and (online or reason == self._outage):
             return
-        self._en_linea = en_linea
-        self._motivo = motivo or self._motivo
-        destino = f"{self.host}:{self.port}"
-        if en_linea:
-            texto = f"En línea con el banco ({destino})"
-            log.info("en línea con el banco %s", destino)
-        elif motivo == "llave":
-            texto = f"Fuera de servicio: la llave no coincide con la del banco ({destino})"
-            log.warning("la llave de este cajero no coincide con la del banco %s", destino)
+        self._online = online
+        self._outage = reason or self._outage
+        if online:
+            log.info("en línea con el banco %s", self.destination)
+        elif reason is OutageReason.WRONG_KEY:
+            log.warning("la llave de este cajero no coincide con la del banco %s", self.destination)
         else:
-            texto = f"Fuera de servicio: sin comunicación con el banco ({destino}); reintentando"
-            log.warning("sin comunicación con el banco %s", destino)
-        self._emitir("estado", en_linea=en_linea, motivo=motivo, texto=texto)
+            log.warning("sin comunicación con el banco %s", self.destination)
+        self._emit(BankStatus(online, reason, self.destination))
 
-    def _conectar(self) -> None:
-        """Open a connection or raise ``_SinConexion``; reads the key each time so a fixed key file is picked up."""
-        self._cerrar_cliente()
+    def _connect(self) -> None:
+        """Open a connection or raise ``_NoConnection``; reads the key each time so a fixed key file is picked up."""
+        self._close_client()
         try:
-            psk = self._cargar_llave()
+            psk = self._load_key()
         except KeyFileError as exc:
             log.error("%s", exc)
-            self._estado(False, "llave")
-            raise _SinConexion("llave") from None
+            self._set_status(False, OutageReason.WRONG_KEY)
+            raise _NoConnection(OutageReason.WRONG_KEY) from None
         client = BankClient(self.host, self.port, psk, timeout=self._timeout)
         try:
             client.connect()
         except BankWrongKey:
-            self._estado(False, "llave")
-            raise _SinConexion("llave") from None
+            self._set_status(False, OutageReason.WRONG_KEY)
+            raise _NoConnection(OutageReason.WRONG_KEY) from None
         except BankError as exc:
             log.info("no se pudo conectar: %s", exc)
-            self._estado(False, "inalcanzable")
-            raise _SinConexion("inalcanzable") from None
+            self._set_status(False, OutageReason.UNREACHABLE)
+            raise _NoConnection(OutageReason.UNREACHABLE) from None
         self._client = client
-        self._estado(True)
+        self._set_status(True)
 
-    def _cerrar_cliente(self) -> None:
+    def _close_client(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
-    def _sondear(self) -> None:
+    def _retry_later(self) -> None:
+        self._next_attempt = time.monotonic() + self._retry_every
+
+    def _probe_later(self) -> None:
+        """Between customers, look again now and then, so the welcome screen tells the truth."""
+        self._next_attempt = time.monotonic() + self._probe_every if self._probe_every > 0 else None
+
+    def _probe(self) -> None:
         """Between customers: connect, say SALIR, close; only to know whether the bank is there."""
         try:
-            self._conectar()
-        except _SinConexion:
-            self._proximo_intento = time.monotonic() + self._reintento
+            self._connect()
+        except _NoConnection:
+            self._retry_later()
             return
-        # Between customers, look again now and then, so the welcome screen tells the truth.
-        self._proximo_intento = time.monotonic() + self._sondeo if self._sondeo > 0 else None
-        self._salir()
+        self._probe_later()
+        self._say_goodbye()
 
-    def _reintentar(self) -> None:
-        self._proximo_intento = None
-        if self._sesion is None:
-            self._sondear()
+    def _retry(self) -> None:
+        self._next_attempt = None
+        if self._session_no is None:
+            self._probe()
             return
         try:
-            self._conectar()
-            if self._tarjeta is not None:
-                self._identificar_de_nuevo()
-        except _SinConexion:
-            self._proximo_intento = time.monotonic() + self._reintento
+            self._connect()
+            if self._card is not None:
+                self._identify_again()
+        except _NoConnection:
+            self._retry_later()
             return
-        except _Rechazo:
+        except _Refused:
             # Never guess the PIN again (that could block the card): end this session instead.
-            self._cerrar_cliente()
-            self._tarjeta = self._pin = None
-            self._emitir("fallo", sesion=self._sesion, op=None)
+            self._close_client()
+            self._card = self._pin = None
+            self._emit(RequestFailed(self._session_no))
             return
         except BankError:
-            self._cerrar_cliente()
-            self._proximo_intento = time.monotonic() + self._reintento
+            self._close_client()
+            self._retry_later()
             return
-        self._emitir("conectado", sesion=self._sesion)
+        self._emit(Connected(self._session_no))
 
-    def _salir(self) -> None:
+    def _say_goodbye(self) -> None:
         if self._client is not None:
             with contextlib.suppress(BankError):
-                self._client.request({"op": "SALIR"})
-        self._cerrar_cliente()
+                self._client.request(Salir())
+        self._close_client()
 
-    def _identificar_de_nuevo(self, pin: str | None = None) -> dict[str, Any]:
-        assert self._client is not None and self._tarjeta is not None
-        respuesta = self._client.request({"op": "IDENTIFICAR", "tarjeta": self._tarjeta, "pin": pin or self._pin})
-        if respuesta.get("ok") is not True and pin is None:
-            raise _Rechazo(respuesta)
-        return respuesta
+    def _identify_again(self, pin: str | None = None) -> dict[str, Any]:
+        """Identify the session's card on a new connection; with the session's PIN a refusal raises ``_Refused``."""
+        assert self._client is not None and self._card is not None
+        response = self._client.request(Identificar(self._card, pin or self._pin or ""))
+        if response.get("ok") is not True and pin is None:
+            raise _Refused(response)
+        return response
 
     # -- commands ---------------------------------------------------------------------
-    def _cmd_abrir(self, payload: dict[str, Any]) -> None:
-        self._salir()
-        self._sesion = payload["sesion"]
-        self._tarjeta = self._pin = None
+    def _open_session(self, command: OpenSession) -> None:
+        self._say_goodbye()
+        self._session_no = command.session_no
+        self._card = self._pin = None
         try:
-            self._conectar()
-        except _SinConexion as exc:
-            self._proximo_intento = time.monotonic() + self._reintento
-            self._emitir("sin_conexion", sesion=self._sesion, motivo=exc.motivo)
+            self._connect()
+        except _NoConnection as exc:
+            self._retry_later()
+            self._emit(Disconnected(command.session_no, exc.reason))
             return
-        self._proximo_intento = None
-        self._emitir("conectado", sesion=self._sesion)
+        self._next_attempt = None
+        self._emit(Connected(command.session_no))
 
-    def _cmd_cerrar(self, payload: dict[str, Any]) -> None:
-        if payload.get("sesion") != self._sesion:
+    def _close_session(self, command: CloseSession) -> None:
+        if command.session_no != self._session_no:
             return
-        self._salir()
-        self._sesion = None
-        self._tarjeta = self._pin = None
-        if not self._en_linea:
-            self._proximo_intento = time.monotonic() + self._reintento
+        self._say_goodbye()
+        self._session_no = None
+        self._card = self._pin = None
+        if not self._online:
+            self._retry_later()
         else:
-            self._proximo_intento = time.monotonic() + self._sondeo if self._sondeo > 0 else None
+            self._probe_later()
 
-    def _cmd_recibo(self, payload: dict[str, Any]) -> None:
-        nombre = Path(str(payload["nombre"])).name  # never a path from elsewhere
+    def _save_receipt(self, command: SaveReceipt) -> None:
+        file_name = Path(command.file_name).name  # never a path from elsewhere
         try:
-            self._recibos.mkdir(parents=True, exist_ok=True)
-            ruta = self._recibos / nombre
-            with open(ruta, "x", encoding="utf-8", newline="\n") as handle:
-                handle.write(str(payload["texto"]))
+            self._receipts_dir.mkdir(parents=True, exist_ok=True)
+            path = self._receipts_dir / file_name
+            with open(path, "x", encoding="utf-8", newline="\n") as handle:
+                handle.write(command.text)
         except OSError as exc:
-            log.error("no se pudo guardar el recibo %s: %s", nombre, exc)
-            self._emitir("recibo_error", sesion=payload.get("sesion"), nombre=nombre)
+            log.error("no se pudo guardar el recibo %s: %s", file_name, exc)
+            self._emit(ReceiptFailed(command.session_no, file_name))
             return
-        self._emitir("recibo_guardado", sesion=payload.get("sesion"), nombre=nombre, ruta=str(ruta))
+        self._emit(ReceiptSaved(command.session_no, file_name, path))
 
-    def _cmd_pedir(self, payload: dict[str, Any]) -> None:
-        sesion, op, mensaje = payload["sesion"], payload["op"], payload["mensaje"]
-        if sesion != self._sesion:
+    def _send_request(self, command: SendRequest) -> None:
+        session_no, correlation_id, request = command.session_no, command.correlation_id, command.request
+        if session_no != self._session_no:
             return
-        if self._client is None and self._tarjeta is None and self._proximo_intento is not None:
+        if self._client is None and self._card is None and self._next_attempt is not None:
             # The session is out of service, waiting for the bank: this request cannot go.
-            self._emitir("sin_conexion", sesion=sesion, motivo=self._motivo, op=op)
+            self._emit(Disconnected(session_no, self._outage, correlation_id))
             return
         try:
-            respuesta = self._enviar_con_reintentos(sesion, op, mensaje)
-        except _Rechazo as exc:
-            respuesta = exc.respuesta
-        except _SinConexion as exc:
-            self._proximo_intento = time.monotonic() + self._reintento
-            if op in REINTENTABLES:
-                self._emitir("fallo", sesion=sesion, op=op)
+            response = self._send_with_retries(command)
+        except _Refused as exc:
+            response = exc.response
+        except _NoConnection as exc:
+            self._retry_later()
+            if isinstance(request, RETRYABLE):
+                self._emit(RequestFailed(session_no, correlation_id))
             else:
-                self._emitir("sin_conexion", sesion=sesion, motivo=exc.motivo, op=op)
+                self._emit(Disconnected(session_no, exc.reason, correlation_id))
             return
         except BankError as exc:
-            log.warning("se perdió la respuesta de %s: %s", op, exc)
-            self._cerrar_cliente()
-            self._emitir("fallo", sesion=sesion, op=op)
+            log.warning("se perdió la respuesta de %s: %s", request_op_name(request), exc)
+            self._close_client()
+            self._emit(RequestFailed(session_no, correlation_id))
             return
-        if respuesta.get("ok") is True:
-            if op == "IDENTIFICAR":
-                self._tarjeta, self._pin = mensaje["tarjeta"], mensaje["pin"]
-            elif op == "CAMBIAR_PIN":
-                self._pin = mensaje["pin_nuevo"]
-        if respuesta.get("repetida"):
-            log.info("%s %s ya estaba aplicada; el banco devolvió el resultado original", op, mensaje.get("id"))
-        self._emitir("respuesta", sesion=sesion, op=op, respuesta=respuesta)
+        self._remember_credentials(request, response)
+        self._emit(Reply(session_no, correlation_id, response))
 
-    def _enviar_con_reintentos(self, sesion: int, op: str, mensaje: dict[str, Any]) -> dict[str, Any]:
-        """Send, and if the reply is lost, reconnect, re-identify and send the same message again."""
-        limite = time.monotonic() + self._reintentar_por
-        intento = 0
-        enviado = False
+    def _remember_credentials(self, request: Request, response: dict[str, Any]) -> None:
+        """Keep the card and PIN that work, to identify again after a reconnection."""
+        if response.get("ok") is True:
+            match request:
+                case Identificar(tarjeta=card, pin=pin):
+                    self._card, self._pin = card, pin
+                case CambiarPin(pin_nuevo=new_pin):
+                    self._pin = new_pin
+        if response.get("repetida") and isinstance(request, Depositar | Retirar):
+            log.info(
+                "%s %s ya estaba aplicada; el banco devolvió el resultado original",
+                request_op_name(request),
+                request.id,
+            )
+
+    def _send_with_retries(self, command: SendRequest) -> dict[str, Any]:
+        """Send, and if the reply is lost, reconnect, re-identify and send the same request again."""
+        request = command.request
+        deadline = time.monotonic() + self._retry_for
+        attempt = 0
+        sent = False
         while True:
             try:
-                if self._client is None:
-                    self._conectar()
-                    if self._tarjeta is not None:
-                        # A PIN change whose reply was lost: if the new PIN works, it was applied.
-                        if (
-                            op == "CAMBIAR_PIN"
-                            and enviado
-                            and self._identificar_de_nuevo(mensaje["pin_nuevo"]).get("ok") is True
-                        ):
-                            return {"ok": True}
-                        self._identificar_de_nuevo()
+                if self._client is None and self._reconnect_for(request, sent):
+                    return {"ok": True}
                 assert self._client is not None
-                enviado = True
-                return self._client.request(mensaje)
-            except (BankError, _SinConexion) as exc:
-                self._cerrar_cliente()
-                if op not in REINTENTABLES or self._parar.is_set() or time.monotonic() >= limite:
+                sent = True
+                return self._client.request(request)
+            except (BankError, _NoConnection) as exc:
+                self._close_client()
+                if not isinstance(request, RETRYABLE) or self._stopping.is_set() or time.monotonic() >= deadline:
                     raise
-                if isinstance(exc, _SinConexion) and exc.motivo == "llave":
+                if isinstance(exc, _NoConnection) and exc.reason is OutageReason.WRONG_KEY:
                     raise
-                intento += 1
-                log.warning("reintentando %s (intento %d) tras: %s", op, intento, exc)
-                self._emitir("reconectando", sesion=sesion, op=op, intento=intento)
-                self._parar.wait(min(0.2 * 2**intento, 2.0))
+                attempt += 1
+                log.warning("reintentando %s (intento %d) tras: %s", request_op_name(request), attempt, exc)
+                self._emit(Reconnecting(command.session_no, command.correlation_id, attempt))
+                self._stopping.wait(min(0.2 * 2**attempt, MAX_BACKOFF))
+
+    def _reconnect_for(self, request: Request, sent: bool) -> bool:
+        """Reconnect and identify again; True if that shows a PIN change already sent was applied."""
+        self._connect()
+        if self._card is None:
+            return False
+        # A PIN change whose reply was lost: if the new PIN works, it was applied.
+        if isinstance(request, CambiarPin) and sent and self._identify_again(request.pin_nuevo).get("ok") is True:
+            return True
+        self._identify_again()
+        return False

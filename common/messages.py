@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from common.money import AmountError, parse_request_amount
+from common.money import AmountError, format_amount, parse_request_amount
 
 IDENTIFICAR = "IDENTIFICAR"
 CONSULTAR = "CONSULTAR"
@@ -203,3 +203,38 @@ def error_response(error: RequestError) -> dict[str, Any]:
 def mask_card(tarjeta: str) -> str:
     """All but the last four digits as ``*`` (the contract's masking)."""
     return "*" * (len(tarjeta) - 4) + tarjeta[-4:]
+
+
+# -- the client's side: typed request -> wire ------------------------------------
+# Added for the ATM, which builds typed requests and encodes them only when they
+# leave for the bank; ``parse_request(request_to_wire(r)) == r`` for every valid r.
+
+_OP_NAMES: dict[type, str] = {
+    Identificar: IDENTIFICAR,
+    Consultar: CONSULTAR,
+    Depositar: DEPOSITAR,
+    Retirar: RETIRAR,
+    Movimientos: MOVIMIENTOS,
+    CambiarPin: CAMBIAR_PIN,
+    Salir: SALIR,
+}
+
+
+def request_op_name(request: Request) -> str:
+    """The wire ``op`` of a typed request (for logs and for matching on the op)."""
+    return _OP_NAMES[type(request)]
+
+
+def request_to_wire(request: Request) -> dict[str, Any]:
+    """The dict that goes on the wire for a typed request; amounts become two-decimal strings here, and only here."""
+    match request:
+        case Identificar(tarjeta=tarjeta, pin=pin):
+            return {"op": IDENTIFICAR, "tarjeta": tarjeta, "pin": pin}
+        case Depositar(monto=monto, id=tx_id) | Retirar(monto=monto, id=tx_id):
+            return {"op": request_op_name(request), "monto": format_amount(monto), "id": tx_id}
+        case Movimientos(n=n):
+            return {"op": MOVIMIENTOS, "n": n}
+        case CambiarPin(pin_actual=pin_actual, pin_nuevo=pin_nuevo):
+            return {"op": CAMBIAR_PIN, "pin_actual": pin_actual, "pin_nuevo": pin_nuevo}
+        case _:
+            return {"op": request_op_name(request)}

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from atm_gui.session import ACEPTAR, Ajustes, Pantalla, Sesion
+from atm_gui.model import ACCEPT, CANCEL, AtmSettings, Screen, ScreenView
+from atm_gui.screens import render
+from atm_gui.session import AtmSession
 from atm_gui.worker import Worker
 from devtools.bank_process import server_env
 from devtools.display import (
@@ -49,14 +51,18 @@ def _tk_root(display: str) -> Any:
 class App:
     """An in-process ATM window with its worker, torn down by the fixture."""
 
-    def __init__(self, display: str, port: int, psk: bytes, recibos: Path) -> None:
-        from atm_gui.window import CajeroApp
+    def __init__(self, display: str, port: int, psk: bytes, receipts_dir: Path) -> None:
+        from atm_gui.window import AtmWindow
 
         self.root = _tk_root(display)
-        self.worker = Worker("127.0.0.1", port, lambda: psk, recibos, reintento=0.3)
+        self.worker = Worker("127.0.0.1", port, lambda: psk, receipts_dir, retry_every=0.3)
         self.worker.start()
-        self.sesion = Sesion(Ajustes(retire_tarjeta=0.5))  # a short "Retire su tarjeta" keeps tests quick
-        self.app = CajeroApp(self.root, self.sesion, self.worker, destino=f"127.0.0.1:{port}")
+        self.session = AtmSession(AtmSettings(take_card_seconds=0.5))  # a short "Retire su tarjeta" keeps tests quick
+        self.window = AtmWindow(self.root, self.session, self.worker, destination=f"127.0.0.1:{port}")
+
+    def view(self, now: float = 0.0) -> ScreenView:
+        """What the window shows (for ``now``), from the session's snapshot."""
+        return render(self.session.snapshot(), now)
 
     def run_until(self, cond: Any, timeout: float = 10.0) -> None:
         """Run Tk's real event loop until ``cond()`` holds (checked from an ``after`` callback)."""
@@ -70,20 +76,20 @@ class App:
 
         self.root.after(10, check)
         self.root.mainloop()
-        assert cond(), f"condition not reached; screen is {self.sesion.pantalla}"
+        assert cond(), f"condition not reached; screen is {self.session.screen}"
 
     def press(self, *names: str) -> None:
-        """Click keypad buttons by their key names ('1', 'ACEPTAR', 'F4'...)."""
+        """Click keypad buttons by their key names ('1', ACCEPT, 'F4'...)."""
         for name in names:
             for k in list(name) if name.isdigit() else [name]:
-                boton = self.app.botones.get(k) or self.app.laterales[k]
-                boton.invoke()
+                button = self.window.buttons.get(k) or self.window.side_buttons[k]
+                button.invoke()
                 self.root.update()
 
     def close(self) -> None:
-        self.app.cerrar()
-        assert not self.worker.vivo
-        del self.app, self.root
+        self.window.close()
+        assert not self.worker.alive
+        del self.window, self.root
 
 
 @pytest.fixture
@@ -108,54 +114,54 @@ def make_app(display: str, tmp_path: Path) -> Iterator[Any]:
 def test_tk_loop_never_stalls_while_the_bank_is_slow(make_app):
     """A bank that holds its reply 2 s: Tk's event loop keeps ticking (no gap over 100 ms)."""
     with FakeBankServer() as fake:
-        fake.demora["CONSULTAR"] = 2.0
+        fake.delay["CONSULTAR"] = 2.0
         app = make_app(fake.port, fake.psk)
-        app.press(CARD, ACEPTAR, PIN, ACEPTAR)
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
+        app.press(CARD, ACCEPT, PIN, ACCEPT)
+        app.run_until(lambda: app.session.screen is Screen.MENU)
         ticks: list[float] = []
-        pendiente: list[str] = []
+        scheduled: list[str] = []
 
         def tick() -> None:
             ticks.append(time.monotonic())
-            pendiente[:] = [app.root.after(5, tick)]
+            scheduled[:] = [app.root.after(5, tick)]
 
         tick()
         app.press("1")
-        assert app.sesion.pantalla is Pantalla.ESPERA
-        inicio = time.monotonic()
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO, timeout=15)
-        duracion = time.monotonic() - inicio
-        app.root.after_cancel(pendiente[0])
+        assert app.session.screen is Screen.WAIT
+        start = time.monotonic()
+        app.run_until(lambda: app.session.screen is Screen.RESULT, timeout=15)
+        duration = time.monotonic() - start
+        app.root.after_cancel(scheduled[0])
         gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        peor = max(gaps)
-        print(f"\nslow reply {duracion:.2f} s; Tk ticks {len(ticks)}; longest stall {peor * 1000:.1f} ms")
-        assert duracion >= 1.9
-        assert peor < 0.100
-        assert "Saldo disponible: $1,000.00" in app.sesion.vista(time.monotonic()).lineas
+        worst = max(gaps)
+        print(f"\nslow reply {duration:.2f} s; Tk ticks {len(ticks)}; longest stall {worst * 1000:.1f} ms")
+        assert duration >= 1.9
+        assert worst < 0.100
+        assert "Saldo disponible: $1,000.00" in app.view(time.monotonic()).lines
 
 
 @pytest.mark.timeout(90)
 def test_keypad_buttons_deposit_and_withdraw_at_a_real_bank(make_app, bank):
     app = make_app(bank.port, bank.psk)
-    app.press(CARD, ACEPTAR, PIN, ACEPTAR)
-    app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
-    app.press("2", "750", ACEPTAR)
-    assert app.sesion.pantalla is Pantalla.DEPOSITO_CONFIRMAR
-    app.press(ACEPTAR)
-    app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO)
-    assert "Nuevo saldo: $235,194.00" in app.sesion.vista(0).lineas
+    app.press(CARD, ACCEPT, PIN, ACCEPT)
+    app.run_until(lambda: app.session.screen is Screen.MENU)
+    app.press("2", "750", ACCEPT)
+    assert app.session.screen is Screen.DEPOSIT_CONFIRM
+    app.press(ACCEPT)
+    app.run_until(lambda: app.session.screen is Screen.RESULT)
+    assert "Nuevo saldo: $235,194.00" in app.view().lines
     app.press("F4")  # receipt
-    app.run_until(lambda: "guardado" in app.sesion.vista(0).subtitulo)
-    app.press(ACEPTAR, "3", "F2")  # quick amount $200.00 on the second left key
-    assert app.sesion.pantalla is Pantalla.RETIRO_CONFIRMAR
+    app.run_until(lambda: "guardado" in app.view().subtitle)
+    app.press(ACCEPT, "3", "F2")  # quick amount $200.00 on the second left key
+    assert app.session.screen is Screen.WITHDRAWAL_CONFIRM
     app.press("F8")  # Confirmar
-    app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO)
-    assert "Nuevo saldo: $234,994.00" in app.sesion.vista(0).lineas
-    app.press("CANCELAR")
-    assert app.sesion.pantalla is Pantalla.RETIRE_TARJETA
-    estado = bank_state(bank)
-    assert estado["saldo"] == "234994.00"
-    assert [(m["tipo"], m["monto"]) for m in estado["movimientos"][:2]] == [
+    app.run_until(lambda: app.session.screen is Screen.RESULT)
+    assert "Nuevo saldo: $234,994.00" in app.view().lines
+    app.press(CANCEL)
+    assert app.session.screen is Screen.TAKE_CARD
+    state = bank_state(bank)
+    assert state["saldo"] == "234994.00"
+    assert [(m["tipo"], m["monto"]) for m in state["movimientos"][:2]] == [
         ("RETIRO", "200.00"),
         ("DEPOSITO", "750.00"),
     ]
@@ -165,13 +171,13 @@ def test_keypad_buttons_deposit_and_withdraw_at_a_real_bank(make_app, bank):
 def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_path):
     """The issue's sequence, typed by xdotool into ``python -m atm_gui 127.0.0.1 PORT`` run beside llave.key."""
     require_xdotool()
-    carpeta = tmp_path / "cajero"
-    carpeta.mkdir()
-    shutil.copy(bank.key_path, carpeta / "llave.key")
+    folder = tmp_path / "cajero"
+    folder.mkdir()
+    shutil.copy(bank.key_path, folder / "llave.key")
     env = {**server_env(), "DISPLAY": display}
     atm = subprocess.Popen(
         [sys.executable, "-m", "atm_gui", "127.0.0.1", str(bank.port)],
-        cwd=carpeta,
+        cwd=folder,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -179,45 +185,45 @@ def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_pat
     try:
         type_must_show_sequence(display, CARD, PIN)
         assert_must_show_at_the_bank(bank)
-        xdotool(display, "key", "Escape")  # CANCELAR: SALIR to the bank, card returned
+        xdotool(display, "key", "Escape")  # CANCEL: SALIR to the bank, card returned
         time.sleep(0.3)
         assert atm.poll() is None, "the ATM must still be running"
     finally:
-        salida = stop_process(atm)
-    assert "Traceback" not in salida, salida
+        output = stop_process(atm)
+    assert "Traceback" not in output, output
 
 
 @pytest.mark.timeout(60)
 def test_out_of_service_screen_then_automatic_recovery(make_app):
     with FakeBankServer(listen=False) as fake:
         app = make_app(fake.port, fake.psk)
-        app.run_until(lambda: app.sesion.vista(0).titulo == "Fuera de servicio")
-        assert "No hay comunicación con el banco." in app.sesion.vista(0).lineas
-        assert "Fuera de servicio" in app.app.estado.cget("text")
+        app.run_until(lambda: app.view().title == "Fuera de servicio")
+        assert "No hay comunicación con el banco." in app.view().lines
+        assert "Fuera de servicio" in app.window.status_label.cget("text")
         fake.listen()
-        app.run_until(lambda: app.sesion.vista(0).subtitulo == "Inserte su tarjeta")
-        assert "En línea" in app.app.estado.cget("text")
+        app.run_until(lambda: app.view().subtitle == "Inserte su tarjeta")
+        assert "En línea" in app.window.status_label.cget("text")
 
 
 @pytest.mark.timeout(60)
 def test_wrong_key_screen(make_app):
     with FakeBankServer() as fake:
         app = make_app(fake.port, bytes(32))
-        app.run_until(lambda: "Este cajero no tiene la llave del banco." in app.sesion.vista(0).lineas)
+        app.run_until(lambda: "Este cajero no tiene la llave del banco." in app.view().lines)
 
 
 @pytest.mark.timeout(60)
 def test_lost_deposit_reply_shows_the_true_outcome_once(make_app):
     with FakeBankServer() as fake:
         app = make_app(fake.port, fake.psk)
-        app.press(CARD, ACEPTAR, PIN, ACEPTAR)
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
-        fake.perder_respuesta.add("DEPOSITAR")
-        app.press("2", "300", ACEPTAR, ACEPTAR)
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.RESULTADO)
-        v = app.sesion.vista(0)
-        assert v.titulo == "Depósito realizado" and "Nuevo saldo: $1,300.00" in v.lineas
-        assert fake.saldo == Decimal("1300.00") and fake.ops().count("DEPOSITAR") == 2
+        app.press(CARD, ACCEPT, PIN, ACCEPT)
+        app.run_until(lambda: app.session.screen is Screen.MENU)
+        fake.lose_reply.add("DEPOSITAR")
+        app.press("2", "300", ACCEPT, ACCEPT)
+        app.run_until(lambda: app.session.screen is Screen.RESULT)
+        v = app.view()
+        assert v.title == "Depósito realizado" and "Nuevo saldo: $1,300.00" in v.lines
+        assert fake.balance == Decimal("1300.00") and fake.ops().count("DEPOSITAR") == 2
 
 
 @pytest.mark.timeout(60)
@@ -225,42 +231,42 @@ def test_fonts_scale_with_the_window(make_app):
     with FakeBankServer() as fake:
         app = make_app(fake.port, fake.psk)
         app.root.update()
-        antes = app.app.f_teclas.cget("size")
+        before = app.window.key_font.cget("size")
         app.root.geometry("1260x1000")
-        app.run_until(lambda: app.app.f_teclas.cget("size") != antes, timeout=5)
-        assert abs(app.app.f_teclas.cget("size")) > abs(antes)
+        app.run_until(lambda: app.window.key_font.cget("size") != before, timeout=5)
+        assert abs(app.window.key_font.cget("size")) > abs(before)
 
 
 @pytest.mark.timeout(60)
 def test_a_bug_in_a_callback_ends_the_session_but_not_the_atm(make_app, caplog):
     with FakeBankServer() as fake:
         app = make_app(fake.port, fake.psk)
-        app.press(CARD, ACEPTAR, PIN, ACEPTAR)
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.MENU)
-        original = app.sesion.tick
-        fallas = [1]
+        app.press(CARD, ACCEPT, PIN, ACCEPT)
+        app.run_until(lambda: app.session.screen is Screen.MENU)
+        original = app.session.tick
+        failures = [1]
 
-        def tick_con_falla(ahora: float) -> None:
-            if fallas:
-                fallas.pop()
+        def failing_tick(now: float) -> None:
+            if failures:
+                failures.pop()
                 raise RuntimeError("falla de prueba")
-            original(ahora)
+            original(now)
 
-        app.sesion.tick = tick_con_falla  # type: ignore[method-assign]
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.RETIRE_TARJETA)
+        app.session.tick = failing_tick  # type: ignore[method-assign]
+        app.run_until(lambda: app.session.screen is Screen.TAKE_CARD)
         assert "error interno en la ventana" in caplog.text
-        app.sesion.tecla("1", 0)  # the pump still runs and the window still answers
-        app.run_until(lambda: app.sesion.pantalla is Pantalla.BIENVENIDA, timeout=15)
+        app.session.press_key("1", 0)  # the pump still runs and the window still answers
+        app.run_until(lambda: app.session.screen is Screen.WELCOME, timeout=15)
 
 
 @pytest.mark.timeout(60)
 def test_wrong_pin_and_blocked_card_at_a_real_bank(make_app, bank):
     app = make_app(bank.port, bank.psk)
-    app.press("4000123412341234", ACEPTAR, "9999", ACEPTAR)
-    app.run_until(lambda: app.sesion.pantalla is Pantalla.PIN and "intentos" in app.sesion.vista(0).aviso)
-    assert "Le quedan 2 intentos." in app.sesion.vista(0).aviso
-    app.press("CANCELAR")
-    app.run_until(lambda: app.sesion.pantalla is Pantalla.BIENVENIDA, timeout=15)
-    app.press("6011000000000012", ACEPTAR, "1357", ACEPTAR)
-    app.run_until(lambda: app.sesion.pantalla is Pantalla.RETIRE_TARJETA)
-    assert any("bloqueada" in linea for linea in app.sesion.vista(0).lineas)
+    app.press("4000123412341234", ACCEPT, "9999", ACCEPT)
+    app.run_until(lambda: app.session.screen is Screen.PIN and "intentos" in app.view().notice)
+    assert "Le quedan 2 intentos." in app.view().notice
+    app.press(CANCEL)
+    app.run_until(lambda: app.session.screen is Screen.WELCOME, timeout=15)
+    app.press("6011000000000012", ACCEPT, "1357", ACCEPT)
+    app.run_until(lambda: app.session.screen is Screen.TAKE_CARD)
+    assert any("bloqueada" in line for line in app.view().lines)

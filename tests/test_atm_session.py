@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atm_gui.session import ACEPTAR, BORRAR, CANCELAR, TECLAS, Ajustes, Pantalla, Sesion
+from atm_gui.events import (
+    BankStatus,
+    CloseSession,
+    Command,
+    Connected,
+    Disconnected,
+    Event,
+    OpenSession,
+    ReceiptSaved,
+    Reconnecting,
+    Reply,
+    RequestFailed,
+    SaveReceipt,
+    SendRequest,
+)
+from atm_gui.model import ACCEPT, CANCEL, CLEAR, KEYS, AtmSettings, OutageReason, Screen, ScreenView
+from atm_gui.screens import render
+from atm_gui.session import AtmSession
+from common.messages import Depositar, Retirar, request_op_name, request_to_wire
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,62 +41,61 @@ PIN = "1234"
 class FakeBank:
     """Answers the session's commands the way the worker would, from an in-memory account."""
 
-    def __init__(self, saldo: str = "1000.00", pin: str = PIN) -> None:
-        self.saldo = Decimal(saldo)
+    def __init__(self, balance: str = "1000.00", pin: str = PIN) -> None:
+        self.balance = Decimal(balance)
         self.pin = pin
-        self.intentos = 3
-        self.aplicadas: dict[str, tuple[str, Decimal]] = {}
-        self.comandos: list[tuple[str, dict[str, Any]]] = []
-        self.abiertas = 0
+        self.attempts = 3
+        self.applied: dict[str, tuple[str, Decimal]] = {}
+        self.commands: list[Command] = []
+        self.open_sessions = 0
 
-    def responder(self, sesion: Sesion, ahora: float = 0.0) -> None:
-        while comandos := sesion.tomar_comandos():
-            for kind, payload in comandos:
-                self.responder_uno(sesion, kind, payload, ahora)
+    def answer(self, session: AtmSession, now: float = 0.0) -> None:
+        while commands := session.take_commands():
+            for command in commands:
+                self.answer_one(session, command, now)
 
-    def responder_uno(self, sesion: Sesion, kind: str, payload: dict[str, Any], ahora: float) -> None:
-        if True:
-            self.comandos.append((kind, payload))
-            if kind == "abrir":
-                self.abiertas += 1
-                sesion.evento("conectado", {"sesion": payload["sesion"]}, ahora)
-            elif kind == "cerrar":
-                self.abiertas -= 1
-            elif kind == "recibo":
-                sesion.evento("recibo_guardado", {"sesion": payload["sesion"], "nombre": payload["nombre"]}, ahora)
-            elif kind == "pedir":
-                respuesta = self.atender(payload["mensaje"])
-                evento = {"sesion": payload["sesion"], "op": payload["op"], "respuesta": respuesta}
-                sesion.evento("respuesta", evento, ahora)
+    def answer_one(self, session: AtmSession, command: Command, now: float) -> None:
+        self.commands.append(command)
+        match command:
+            case OpenSession(session_no=n):
+                self.open_sessions += 1
+                session.handle_event(Connected(n), now)
+            case CloseSession():
+                self.open_sessions -= 1
+            case SaveReceipt(session_no=n, file_name=name):
+                session.handle_event(ReceiptSaved(n, name, Path(name)), now)
+            case SendRequest(session_no=n, correlation_id=correlation_id, request=request):
+                response = self.serve(request_to_wire(request))
+                session.handle_event(Reply(n, correlation_id, response), now)
 
-    def atender(self, m: dict[str, Any]) -> dict[str, Any]:
+    def serve(self, m: dict[str, Any]) -> dict[str, Any]:
         op = m["op"]
         if op == "IDENTIFICAR":
-            if self.intentos == 0:
+            if self.attempts == 0:
                 return {"ok": False, "error": "TARJETA_BLOQUEADA", "mensaje": "Su tarjeta está bloqueada."}
             if m["pin"] != self.pin:
-                self.intentos -= 1
-                if self.intentos == 0:
+                self.attempts -= 1
+                if self.attempts == 0:
                     return {"ok": False, "error": "TARJETA_BLOQUEADA", "mensaje": "Su tarjeta está bloqueada."}
                 return {
                     "ok": False,
                     "error": "PIN_INCORRECTO",
                     "mensaje": "El PIN es incorrecto.",
-                    "intentos_restantes": self.intentos,
+                    "intentos_restantes": self.attempts,
                 }
-            self.intentos = 3
+            self.attempts = 3
             return {"ok": True, "titular": "Gustavo Ali Gómez Trejo"}
         if op == "CONSULTAR":
-            return {"ok": True, "titular": "G", "tarjeta": "************1111", "saldo": f"{self.saldo:.2f}"}
+            return {"ok": True, "titular": "G", "tarjeta": "************1111", "saldo": f"{self.balance:.2f}"}
         if op in ("DEPOSITAR", "RETIRAR"):
-            monto = Decimal(m["monto"])
-            if m["id"] in self.aplicadas:
-                return {"ok": True, "id": m["id"], "saldo": f"{self.saldo:.2f}", "repetida": True}
-            if op == "RETIRAR" and monto > self.saldo:
+            amount = Decimal(m["monto"])
+            if m["id"] in self.applied:
+                return {"ok": True, "id": m["id"], "saldo": f"{self.balance:.2f}", "repetida": True}
+            if op == "RETIRAR" and amount > self.balance:
                 return {"ok": False, "error": "FONDOS_INSUFICIENTES", "mensaje": "Fondos insuficientes."}
-            self.saldo += monto if op == "DEPOSITAR" else -monto
-            self.aplicadas[m["id"]] = (op, monto)
-            return {"ok": True, "id": m["id"], "saldo": f"{self.saldo:.2f}"}
+            self.balance += amount if op == "DEPOSITAR" else -amount
+            self.applied[m["id"]] = (op, amount)
+            return {"ok": True, "id": m["id"], "saldo": f"{self.balance:.2f}"}
         if op == "MOVIMIENTOS":
             return {
                 "ok": True,
@@ -99,7 +118,7 @@ class FakeBank:
 
 
 def keys(text: str) -> list[str]:
-    """'1234⏎' style: digits, ⏎ ACEPTAR, ⎋ CANCELAR, ⌫ BORRAR, and F1..F8 written as [F1]."""
+    """'1234⏎' style: digits, ⏎ ACCEPT, ⎋ CANCEL, ⌫ CLEAR, and F1..F8 written as [F1]."""
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -109,363 +128,372 @@ def keys(text: str) -> list[str]:
             out.append(text[i + 1 : end])
             i = end + 1
             continue
-        out.append({"⏎": ACEPTAR, "⎋": CANCELAR, "⌫": BORRAR}.get(ch, ch))
+        out.append({"⏎": ACCEPT, "⎋": CANCEL, "⌫": CLEAR}.get(ch, ch))
         i += 1
     return out
 
 
-def press(sesion: Sesion, bank: FakeBank, text: str, ahora: float = 0.0) -> None:
+def press(session: AtmSession, bank: FakeBank, text: str, now: float = 0.0) -> None:
     for k in keys(text):
-        sesion.tecla(k, ahora)
-        bank.responder(sesion, ahora)
+        session.press_key(k, now)
+        bank.answer(session, now)
 
 
-def logged_in(bank: FakeBank | None = None, **ajustes: Any) -> tuple[Sesion, FakeBank]:
+def view(session: AtmSession, now: float = 0.0) -> ScreenView:
+    """What the screen shows now, as the window would paint it."""
+    return render(session.snapshot(), now)
+
+
+def logged_in(bank: FakeBank | None = None, **settings: Any) -> tuple[AtmSession, FakeBank]:
     bank = bank or FakeBank()
-    sesion = Sesion(Ajustes(**ajustes), reloj=lambda: datetime(2026, 11, 23, 14, 5, 9))
-    press(sesion, bank, f"{CARD}⏎{PIN}⏎")
-    assert sesion.pantalla is Pantalla.MENU
-    return sesion, bank
+    session = AtmSession(AtmSettings(**settings), clock=lambda: datetime(2026, 11, 23, 14, 5, 9))
+    press(session, bank, f"{CARD}⏎{PIN}⏎")
+    assert session.screen is Screen.MENU
+    return session, bank
 
 
 def test_welcome_shows_card_prompt_and_groups_digits():
-    sesion = Sesion()
-    v = sesion.vista(0)
-    assert v.subtitulo == "Inserte su tarjeta"
+    session = AtmSession()
+    v = view(session)
+    assert v.subtitle == "Inserte su tarjeta"
     for k in "11112222":
-        sesion.tecla(k, 0)
-    assert sesion.vista(0).entrada == "1111 2222"
-    sesion.tecla(BORRAR, 0)
-    assert sesion.vista(0).entrada == "1111 222"
+        session.press_key(k, 0)
+    assert view(session).entry == "1111 2222"
+    session.press_key(CLEAR, 0)
+    assert view(session).entry == "1111 222"
 
 
 def test_short_card_is_refused_with_a_message():
-    sesion = Sesion()
-    press(sesion, FakeBank(), "123⏎")
-    assert sesion.pantalla is Pantalla.BIENVENIDA
-    assert "12 a 19" in sesion.vista(0).aviso
-    assert sesion.tomar_comandos() == []
+    session = AtmSession()
+    press(session, FakeBank(), "123⏎")
+    assert session.screen is Screen.WELCOME
+    assert "12 a 19" in view(session).notice
+    assert session.take_commands() == []
 
 
 def test_card_opens_one_connection_and_pin_is_masked():
-    sesion = Sesion()
-    press(sesion, FakeBank(), f"{CARD}⏎")
-    assert sesion.pantalla is Pantalla.PIN
+    session = AtmSession()
+    press(session, FakeBank(), f"{CARD}⏎")
+    assert session.screen is Screen.PIN
     for k in "123":
-        sesion.tecla(k, 0)
-    v = sesion.vista(0)
-    assert v.entrada == "●●●"
+        session.press_key(k, 0)
+    v = view(session)
+    assert v.entry == "●●●"
     assert "123" not in repr(v)
 
 
 def test_pin_length_is_checked():
-    sesion = Sesion()
+    session = AtmSession()
     bank = FakeBank()
-    press(sesion, bank, f"{CARD}⏎123⏎")
-    assert sesion.pantalla is Pantalla.PIN and "4 a 6" in sesion.vista(0).aviso
-    press(sesion, bank, "4567890")  # at most 6 digits are taken
-    assert sesion.vista(0).entrada == "●" * 6
+    press(session, bank, f"{CARD}⏎123⏎")
+    assert session.screen is Screen.PIN and "4 a 6" in view(session).notice
+    press(session, bank, "4567890")  # at most 6 digits are taken
+    assert view(session).entry == "●" * 6
 
 
 def test_wrong_pin_shows_attempts_left_then_blocks_and_returns_card():
-    sesion = Sesion()
+    session = AtmSession()
     bank = FakeBank()
-    press(sesion, bank, f"{CARD}⏎9999⏎")
-    assert sesion.pantalla is Pantalla.PIN
-    assert "Le quedan 2 intentos" in sesion.vista(0).aviso
-    press(sesion, bank, "9999⏎")
-    assert "Le queda 1 intento" in sesion.vista(0).aviso
-    press(sesion, bank, "9999⏎")
-    v = sesion.vista(0)
-    assert sesion.pantalla is Pantalla.RETIRE_TARJETA and v.titulo == "Retire su tarjeta"
-    assert any("bloqueada" in linea for linea in v.lineas)
-    assert bank.abiertas == 0
-    sesion.tick(100)
-    assert sesion.pantalla is Pantalla.BIENVENIDA
+    press(session, bank, f"{CARD}⏎9999⏎")
+    assert session.screen is Screen.PIN
+    assert "Le quedan 2 intentos" in view(session).notice
+    press(session, bank, "9999⏎")
+    assert "Le queda 1 intento" in view(session).notice
+    press(session, bank, "9999⏎")
+    v = view(session)
+    assert session.screen is Screen.TAKE_CARD and v.title == "Retire su tarjeta"
+    assert any("bloqueada" in line for line in v.lines)
+    assert bank.open_sessions == 0
+    session.tick(100)
+    assert session.screen is Screen.WELCOME
 
 
 def test_menu_by_digit_and_by_side_key():
-    sesion, bank = logged_in()
-    v = sesion.vista(0)
-    assert v.izquierda[0] == "1 · Consultar saldo" and v.derecha[1] == "Salir · 6"
-    assert "Gustavo" in v.aviso
-    press(sesion, bank, "1")
-    assert sesion.pantalla is Pantalla.RESULTADO
-    assert "Saldo disponible: $1,000.00" in sesion.vista(0).lineas
-    press(sesion, bank, "⏎[F2]")
-    assert sesion.pantalla is Pantalla.DEPOSITO_MONTO
+    session, bank = logged_in()
+    v = view(session)
+    assert v.left[0] == "1 · Consultar saldo" and v.right[1] == "Salir · 6"
+    assert "Gustavo" in v.notice
+    press(session, bank, "1")
+    assert session.screen is Screen.RESULT
+    assert "Saldo disponible: $1,000.00" in view(session).lines
+    press(session, bank, "⏎[F2]")
+    assert session.screen is Screen.DEPOSIT_AMOUNT
 
 
 def test_must_show_sequence_deposit_then_withdraw():
     """The issue's key sequence: 2 500 ⏎ ⏎ deposits; ⏎ 3 200 ⏎ ⏎ withdraws."""
-    sesion, bank = logged_in()
-    press(sesion, bank, "2500⏎")
-    assert sesion.pantalla is Pantalla.DEPOSITO_CONFIRMAR
-    assert "Monto: $500.00" in sesion.vista(0).lineas
-    press(sesion, bank, "⏎")
-    assert sesion.pantalla is Pantalla.RESULTADO
-    assert "Nuevo saldo: $1,500.00" in sesion.vista(0).lineas
-    press(sesion, bank, "⏎3200⏎")
-    assert sesion.pantalla is Pantalla.RETIRO_CONFIRMAR
-    press(sesion, bank, "⏎")
-    assert "Nuevo saldo: $1,300.00" in sesion.vista(0).lineas
-    assert bank.saldo == Decimal("1300.00")
-    ops = [p["mensaje"] for k, p in bank.comandos if k == "pedir" and p["op"] in ("DEPOSITAR", "RETIRAR")]
-    assert [(m["op"], m["monto"]) for m in ops] == [("DEPOSITAR", "500.00"), ("RETIRAR", "200.00")]
-    assert all(len(m["id"]) == 32 for m in ops)
+    session, bank = logged_in()
+    press(session, bank, "2500⏎")
+    assert session.screen is Screen.DEPOSIT_CONFIRM
+    assert "Monto: $500.00" in view(session).lines
+    press(session, bank, "⏎")
+    assert session.screen is Screen.RESULT
+    assert "Nuevo saldo: $1,500.00" in view(session).lines
+    press(session, bank, "⏎3200⏎")
+    assert session.screen is Screen.WITHDRAWAL_CONFIRM
+    press(session, bank, "⏎")
+    assert "Nuevo saldo: $1,300.00" in view(session).lines
+    assert bank.balance == Decimal("1300.00")
+    sent = [
+        c.request for c in bank.commands if isinstance(c, SendRequest) and isinstance(c.request, Depositar | Retirar)
+    ]
+    assert [(m["op"], m["monto"]) for m in map(request_to_wire, sent)] == [
+        ("DEPOSITAR", "500.00"),
+        ("RETIRAR", "200.00"),
+    ]
+    assert all(len(r.id) == 32 for r in sent)
 
 
 def test_withdrawal_must_be_a_multiple_of_the_smallest_note():
-    sesion, bank = logged_in()
-    press(sesion, bank, "3250⏎")
-    assert sesion.pantalla is Pantalla.RETIRO_MONTO
-    assert "múltiplo de $100.00" in sesion.vista(0).aviso
-    press(sesion, bank, "300⏎")
-    assert sesion.pantalla is Pantalla.RETIRO_CONFIRMAR
+    session, bank = logged_in()
+    press(session, bank, "3250⏎")
+    assert session.screen is Screen.WITHDRAWAL_AMOUNT
+    assert "múltiplo de $100.00" in view(session).notice
+    press(session, bank, "300⏎")
+    assert session.screen is Screen.WITHDRAWAL_CONFIRM
 
 
 def test_smallest_note_is_configurable_and_quick_amounts_follow_it():
-    sesion, bank = logged_in(billete_minimo=Decimal(200))
-    press(sesion, bank, "3")
-    v = sesion.vista(0)
-    assert "$100.00" not in v.izquierda and "$200.00" in v.izquierda
-    press(sesion, bank, "[F1]")
-    assert sesion.pantalla is Pantalla.RETIRO_CONFIRMAR
-    assert "Monto: $200.00" in sesion.vista(0).lineas
+    session, bank = logged_in(smallest_note=Decimal(200))
+    press(session, bank, "3")
+    v = view(session)
+    assert "$100.00" not in v.left and "$200.00" in v.left
+    press(session, bank, "[F1]")
+    assert session.screen is Screen.WITHDRAWAL_CONFIRM
+    assert "Monto: $200.00" in view(session).lines
 
 
 def test_quick_amount_side_key_and_correct():
-    sesion, bank = logged_in()
-    press(sesion, bank, "3[F3]")
-    assert "Monto: $500.00" in sesion.vista(0).lineas
-    press(sesion, bank, "[F4]")
-    assert sesion.pantalla is Pantalla.RETIRO_MONTO
-    press(sesion, bank, "[F8]")
-    assert sesion.pantalla is Pantalla.MENU
+    session, bank = logged_in()
+    press(session, bank, "3[F3]")
+    assert "Monto: $500.00" in view(session).lines
+    press(session, bank, "[F4]")
+    assert session.screen is Screen.WITHDRAWAL_AMOUNT
+    press(session, bank, "[F8]")
+    assert session.screen is Screen.MENU
 
 
 def test_insufficient_funds_is_a_result_with_the_banks_message():
-    sesion, bank = logged_in(FakeBank(saldo="100.00"))
-    press(sesion, bank, "3[F4]⏎")
-    v = sesion.vista(0)
-    assert v.titulo == "Retiro no realizado" and "Fondos insuficientes" in v.lineas[0]
+    session, bank = logged_in(FakeBank(balance="100.00"))
+    press(session, bank, "3[F4]⏎")
+    v = view(session)
+    assert v.title == "Retiro no realizado" and "Fondos insuficientes" in v.lines[0]
 
 
 def test_receipt_has_masked_card_and_no_pin():
-    sesion, bank = logged_in()
-    press(sesion, bank, "2500⏎⏎[F4]")
-    assert sesion.pantalla is Pantalla.RECIBO
-    recibos = [p for k, p in bank.comandos if k == "recibo"]
-    assert len(recibos) == 1
-    texto = recibos[0]["texto"]
-    assert "************1111" in texto and CARD not in texto and PIN not in texto.replace("1234", "", 0)
+    session, bank = logged_in()
+    press(session, bank, "2500⏎⏎[F4]")
+    assert session.screen is Screen.RECEIPT
+    receipts = [c for c in bank.commands if isinstance(c, SaveReceipt)]
+    assert len(receipts) == 1
+    text = receipts[0].text
+    assert "************1111" in text and CARD not in text and PIN not in text.replace("1234", "", 0)
     for needed in ("23/11/2026", "14:05:09", "CAJERO-01", "Depósito", "$500.00", "$1,500.00", "Folio:"):
-        assert needed in texto
-    assert recibos[0]["nombre"].startswith("recibo-20261123-140509-")
-    assert sesion.vista(0).subtitulo.startswith("Recibo guardado")
-    press(sesion, bank, "⏎")
-    assert sesion.pantalla is Pantalla.MENU
+        assert needed in text
+    assert receipts[0].file_name.startswith("recibo-20261123-140509-")
+    assert view(session).subtitle.startswith("Recibo guardado")
+    press(session, bank, "⏎")
+    assert session.screen is Screen.MENU
 
 
 def test_movements_and_change_pin():
-    sesion, bank = logged_in()
-    press(sesion, bank, "4")
-    v = sesion.vista(0)
-    assert v.tabla and "Depósito" in v.lineas[0] and "     +$500.00" in v.lineas[0]
-    press(sesion, bank, "⏎5")
-    assert sesion.pantalla is Pantalla.PIN_ACTUAL
-    press(sesion, bank, "1234⏎5678⏎5679⏎")
-    assert sesion.pantalla is Pantalla.PIN_NUEVO and "no coinciden" in sesion.vista(0).aviso
-    press(sesion, bank, "5678⏎5678⏎")
-    assert sesion.vista(0).titulo == "PIN cambiado" and bank.pin == "5678"
-    pedidos = [p for k, p in bank.comandos if k == "pedir"]
-    assert pedidos[-1]["mensaje"] == {"op": "CAMBIAR_PIN", "pin_actual": "1234", "pin_nuevo": "5678"}
-    assert "5678" not in repr(sesion.pendiente)
+    session, bank = logged_in()
+    press(session, bank, "4")
+    v = view(session)
+    assert v.table and "Depósito" in v.lines[0] and "     +$500.00" in v.lines[0]
+    press(session, bank, "⏎5")
+    assert session.screen is Screen.PIN_CURRENT
+    press(session, bank, "1234⏎5678⏎5679⏎")
+    assert session.screen is Screen.PIN_NEW and "no coinciden" in view(session).notice
+    press(session, bank, "5678⏎5678⏎")
+    assert view(session).title == "PIN cambiado" and bank.pin == "5678"
+    requests = [c for c in bank.commands if isinstance(c, SendRequest)]
+    assert request_to_wire(requests[-1].request) == {"op": "CAMBIAR_PIN", "pin_actual": "1234", "pin_nuevo": "5678"}
+    assert "5678" not in repr(session.pending)
 
 
 def test_after_result_aceptar_goes_to_menu_and_cancelar_ends():
-    sesion, bank = logged_in()
-    press(sesion, bank, "1⏎")
-    assert sesion.pantalla is Pantalla.MENU
-    press(sesion, bank, "1⎋")
-    assert sesion.pantalla is Pantalla.RETIRE_TARJETA
-    assert bank.comandos[-1][0] == "cerrar" and bank.abiertas == 0
-    sesion.tick(3.9)
-    assert sesion.pantalla is Pantalla.RETIRE_TARJETA
-    sesion.tick(4.0)
-    assert sesion.pantalla is Pantalla.BIENVENIDA
+    session, bank = logged_in()
+    press(session, bank, "1⏎")
+    assert session.screen is Screen.MENU
+    press(session, bank, "1⎋")
+    assert session.screen is Screen.TAKE_CARD
+    assert isinstance(bank.commands[-1], CloseSession) and bank.open_sessions == 0
+    session.tick(3.9)
+    assert session.screen is Screen.TAKE_CARD
+    session.tick(4.0)
+    assert session.screen is Screen.WELCOME
 
 
 def test_menu_six_is_salir():
-    sesion, bank = logged_in()
-    press(sesion, bank, "6")
-    assert sesion.pantalla is Pantalla.RETIRE_TARJETA and bank.abiertas == 0
+    session, bank = logged_in()
+    press(session, bank, "6")
+    assert session.screen is Screen.TAKE_CARD and bank.open_sessions == 0
 
 
 def test_inactivity_asks_for_more_time_then_ends():
-    sesion, bank = logged_in()
-    sesion.tick(29.9)
-    assert sesion.pantalla is Pantalla.MENU
-    sesion.tick(30.0)
-    assert sesion.pantalla is Pantalla.MAS_TIEMPO
-    assert sesion.vista(30.0).lineas[0] == "Su sesión terminará en 15 s."
-    assert sesion.vista(40.2).lineas[0] == "Su sesión terminará en 5 s."
-    sesion.tecla(ACEPTAR, 41)
-    assert sesion.pantalla is Pantalla.MENU
-    sesion.tick(71)
-    assert sesion.pantalla is Pantalla.MAS_TIEMPO
-    sesion.tick(86)
-    assert sesion.pantalla is Pantalla.RETIRE_TARJETA
-    bank.responder(sesion)
-    assert bank.abiertas == 0
+    session, bank = logged_in()
+    session.tick(29.9)
+    assert session.screen is Screen.MENU
+    session.tick(30.0)
+    assert session.screen is Screen.MORE_TIME
+    assert view(session, 30.0).lines[0] == "Su sesión terminará en 15 s."
+    assert view(session, 40.2).lines[0] == "Su sesión terminará en 5 s."
+    session.press_key(ACCEPT, 41)
+    assert session.screen is Screen.MENU
+    session.tick(71)
+    assert session.screen is Screen.MORE_TIME
+    session.tick(86)
+    assert session.screen is Screen.TAKE_CARD
+    bank.answer(session)
+    assert bank.open_sessions == 0
 
 
 def test_no_inactivity_prompt_while_waiting_for_the_bank():
-    sesion = Sesion()
+    session = AtmSession()
     bank = FakeBank()
-    press(sesion, bank, f"{CARD}⏎")
+    press(session, bank, f"{CARD}⏎")
     for k in keys(f"{PIN}⏎"):
-        sesion.tecla(k, 0)
-    sesion.tick(100)
-    assert sesion.pantalla is Pantalla.ESPERA
+        session.press_key(k, 0)
+    session.tick(100)
+    assert session.screen is Screen.WAIT
 
 
 def test_late_answer_of_an_ended_session_is_ignored():
-    sesion = Sesion()
+    session = AtmSession()
     bank = FakeBank()
-    press(sesion, bank, f"{CARD}⏎{PIN}⏎2500⏎")
-    sesion.tecla(ACEPTAR, 0)
-    pedido = next(p for k, p in sesion.tomar_comandos() if k == "pedir")
-    sesion.tecla(CANCELAR, 0)
-    assert sesion.pendiente is None
-    sesion.tick(10)
-    respuesta = {"ok": True, "id": pedido["mensaje"]["id"], "saldo": "1500.00"}
-    sesion.evento("respuesta", {"sesion": pedido["sesion"], "op": "DEPOSITAR", "respuesta": respuesta}, 10)
-    assert sesion.pantalla is Pantalla.BIENVENIDA
+    press(session, bank, f"{CARD}⏎{PIN}⏎2500⏎")
+    session.press_key(ACCEPT, 0)
+    sent = next(c for c in session.take_commands() if isinstance(c, SendRequest))
+    session.press_key(CANCEL, 0)
+    assert session.pending is None
+    session.tick(10)
+    response = {"ok": True, "id": request_to_wire(sent.request)["id"], "saldo": "1500.00"}
+    session.handle_event(Reply(sent.session_no, sent.correlation_id, response), 10)
+    assert session.screen is Screen.WELCOME
 
 
 def test_unreachable_bank_at_card_then_recovers():
-    sesion = Sesion()
-    press(sesion, FakeBank(), f"{CARD}")
-    sesion.tecla(ACEPTAR, 0)
-    ((kind, payload),) = sesion.tomar_comandos()
-    assert kind == "abrir"
-    sesion.evento("sin_conexion", {"sesion": payload["sesion"], "motivo": "inalcanzable"}, 0)
-    v = sesion.vista(0)
-    assert v.titulo == "Fuera de servicio" and "No hay comunicación con el banco." in v.lineas
-    sesion.evento("conectado", {"sesion": payload["sesion"]}, 1)
-    assert sesion.pantalla is Pantalla.PIN
+    session = AtmSession()
+    press(session, FakeBank(), f"{CARD}")
+    session.press_key(ACCEPT, 0)
+    (command,) = session.take_commands()
+    assert isinstance(command, OpenSession)
+    session.handle_event(Disconnected(command.session_no, OutageReason.UNREACHABLE), 0)
+    v = view(session)
+    assert v.title == "Fuera de servicio" and "No hay comunicación con el banco." in v.lines
+    session.handle_event(Connected(command.session_no), 1)
+    assert session.screen is Screen.PIN
 
 
 def test_wrong_key_screen_and_welcome_out_of_service():
-    sesion = Sesion()
-    sesion.evento("estado", {"en_linea": False, "motivo": "llave"}, 0)
-    v = sesion.vista(0)
-    assert v.titulo == "Fuera de servicio"
-    assert "Este cajero no tiene la llave del banco." in v.lineas
-    for k in CARD + ACEPTAR:
-        sesion.tecla(k, 0)
-    assert sesion.tomar_comandos() == []
-    sesion.evento("estado", {"en_linea": True}, 0)
-    assert sesion.vista(0).subtitulo == "Inserte su tarjeta"
+    session = AtmSession()
+    session.handle_event(BankStatus(online=False, reason=OutageReason.WRONG_KEY), 0)
+    v = view(session)
+    assert v.title == "Fuera de servicio"
+    assert "Este cajero no tiene la llave del banco." in v.lines
+    for k in (*CARD, ACCEPT):
+        session.press_key(k, 0)
+    assert session.take_commands() == []
+    session.handle_event(BankStatus(online=True), 0)
+    assert view(session).subtitle == "Inserte su tarjeta"
 
 
 def test_lost_request_ends_session_with_a_true_message():
-    sesion, _bank = logged_in()
-    sesion.tecla("2", 0)
+    session, _bank = logged_in()
+    session.press_key("2", 0)
     for k in "500":
-        sesion.tecla(k, 0)
-    sesion.tecla(ACEPTAR, 0)
-    sesion.tecla(ACEPTAR, 0)
-    n = sesion.numero
-    sesion.tomar_comandos()
-    sesion.evento("reconectando", {"sesion": n, "intento": 2}, 0)
-    assert "intento 2" in sesion.vista(0).aviso
-    sesion.evento("fallo", {"sesion": n, "op": "DEPOSITAR"}, 0)
-    v = sesion.vista(0)
-    assert sesion.pantalla is Pantalla.RETIRE_TARJETA and "No se pudo confirmar" in v.lineas[0]
-    assert sesion.pendiente is None
+        session.press_key(k, 0)
+    session.press_key(ACCEPT, 0)
+    session.press_key(ACCEPT, 0)
+    n = session.session_no
+    correlation_id = next(c for c in session.take_commands() if isinstance(c, SendRequest)).correlation_id
+    session.handle_event(Reconnecting(n, correlation_id, attempt=2), 0)
+    assert "intento 2" in view(session).notice
+    session.handle_event(RequestFailed(n, correlation_id), 0)
+    v = view(session)
+    assert session.screen is Screen.TAKE_CARD and "No se pudo confirmar" in v.lines[0]
+    assert session.pending is None
 
 
 def test_everything_the_customer_reads_is_spanish_text():
-    sesion, bank = logged_in()
+    session, bank = logged_in()
     for seq in ("1⏎", "2500⏎", "⏎", "[F4]⏎", "3", "⎋"):
-        press(sesion, bank, seq)
-        v = sesion.vista(0)
-        textos = [v.titulo, v.subtitulo, v.aviso, v.ayuda, v.entrada or "", *v.lineas, *v.izquierda, *v.derecha]
-        assert v.titulo and not any("None" in t or "Traceback" in t or "Error" in t for t in textos)
+        press(session, bank, seq)
+        v = view(session)
+        texts = [v.title, v.subtitle, v.notice, v.help, v.entry or "", *v.lines, *v.left, *v.right]
+        assert v.title and not any("None" in t or "Traceback" in t or "Error" in t for t in texts)
 
 
-# Worker events that may arrive at any moment, besides the bank's answers.
-TROUBLE = {
-    "!sin_conexion": ("sin_conexion", {"motivo": "inalcanzable"}),
-    "!llave": ("sin_conexion", {"motivo": "llave"}),
-    "!conectado": ("conectado", {}),
-    "!reconectando": ("reconectando", {"intento": 1}),
-    "!fallo": ("fallo", {"op": "DEPOSITAR"}),
-    "!fuera": ("estado", {"en_linea": False, "motivo": "inalcanzable"}),
-    "!dentro": ("estado", {"en_linea": True}),
+# Worker events that may arrive at any moment, besides the bank's answers (built for a session number).
+TROUBLE: dict[str, Callable[[int], Event]] = {
+    "!disconnected": lambda n: Disconnected(n, OutageReason.UNREACHABLE),
+    "!wrong_key": lambda n: Disconnected(n, OutageReason.WRONG_KEY),
+    "!connected": lambda n: Connected(n),
+    "!reconnecting": lambda n: Reconnecting(n, correlation_id=0, attempt=1),
+    "!failed": lambda n: RequestFailed(n),
+    "!offline": lambda n: BankStatus(online=False, reason=OutageReason.UNREACHABLE),
+    "!online": lambda n: BankStatus(online=True),
 }
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.sampled_from(TECLAS + ("1",) * 5 + (ACEPTAR,) * 5 + tuple(TROUBLE)), max_size=60),
+    st.lists(st.sampled_from(KEYS + ("1",) * 5 + (ACCEPT,) * 5 + tuple(TROUBLE)), max_size=60),
     st.lists(st.floats(min_value=0, max_value=20), max_size=60),
     st.booleans(),
 )
-def test_cancelar_always_ends_on_welcome_with_nothing_pending(teclas, pausas, answer_bank):
-    """Any keys, pauses, connection trouble, bank answering or silent: CANCELAR ends safely."""
+def test_cancelar_always_ends_on_welcome_with_nothing_pending(pressed, pauses, answer_bank):
+    """Any keys, pauses, connection trouble, bank answering or silent: CANCEL ends safely."""
     bank = FakeBank()
-    sesion = Sesion()
-    ahora = 0.0
+    session = AtmSession()
+    now = 0.0
     prefix = keys(f"{CARD}⏎{PIN}⏎")
-    for i, k in enumerate(prefix + teclas):
-        ahora += pausas[i] if i < len(pausas) else 0.1
-        sesion.tick(ahora)
+    for i, k in enumerate(prefix + pressed):
+        now += pauses[i] if i < len(pauses) else 0.1
+        session.tick(now)
         if k in TROUBLE:
-            kind, payload = TROUBLE[k]
-            sesion.evento(kind, {"sesion": sesion.numero, **payload}, ahora)
+            session.handle_event(TROUBLE[k](session.session_no), now)
         else:
-            sesion.tecla(k, ahora)
+            session.press_key(k, now)
         if answer_bank:
-            bank.responder(sesion, ahora)
-        v = sesion.vista(ahora)
-        assert v.titulo
-    sesion.tecla(CANCELAR, ahora)
+            bank.answer(session, now)
+        v = view(session, now)
+        assert v.title
+    session.press_key(CANCEL, now)
     if answer_bank:
-        bank.responder(sesion, ahora)
-    assert sesion.pendiente is None
-    assert not sesion.abierta
-    comandos = bank.comandos if answer_bank else sesion.tomar_comandos()
-    abiertos = sum(1 for k, _ in comandos if k == "abrir") - sum(1 for k, _ in comandos if k == "cerrar")
-    assert abiertos == 0
-    sesion.tick(ahora + 10)
-    assert sesion.pantalla is Pantalla.BIENVENIDA
-    sesion.evento("estado", {"en_linea": True}, ahora + 10)
-    assert sesion.vista(ahora + 10).entrada == ""
+        bank.answer(session, now)
+    assert session.pending is None
+    assert not session.is_open
+    commands = bank.commands if answer_bank else session.take_commands()
+    still_open = sum(isinstance(c, OpenSession) for c in commands) - sum(isinstance(c, CloseSession) for c in commands)
+    assert still_open == 0
+    session.tick(now + 10)
+    assert session.screen is Screen.WELCOME
+    session.handle_event(BankStatus(online=True), now + 10)
+    assert view(session, now + 10).entry == ""
 
 
 def test_keys_typed_while_the_bank_answers_are_replayed_in_order():
     """The must-show sequence typed at full speed, every bank answer arriving late."""
-    sesion = Sesion()
+    session = AtmSession()
     bank = FakeBank()
     for k in keys(f"{CARD}⏎{PIN}⏎2500⏎⏎⏎3200⏎⏎"):
-        sesion.tecla(k, 0)
-    assert sesion.pantalla is Pantalla.ESPERA
-    bank.responder(sesion)
-    assert sesion.pantalla is Pantalla.RESULTADO
-    assert "Nuevo saldo: $1,300.00" in sesion.vista(0).lineas
-    ops = [p["op"] for k, p in bank.comandos if k == "pedir"]
+        session.press_key(k, 0)
+    assert session.screen is Screen.WAIT
+    bank.answer(session)
+    assert session.screen is Screen.RESULT
+    assert "Nuevo saldo: $1,300.00" in view(session).lines
+    ops = [request_op_name(c.request) for c in bank.commands if isinstance(c, SendRequest)]
     assert ops == ["IDENTIFICAR", "DEPOSITAR", "RETIRAR"]
 
 
 def test_cancelar_while_waiting_drops_the_type_ahead():
-    sesion = Sesion()
+    session = AtmSession()
     bank = FakeBank()
     for k in keys(f"{CARD}⏎{PIN}⏎2500"):
-        sesion.tecla(k, 0)
-    sesion.tecla(CANCELAR, 0)
-    bank.responder(sesion)
-    sesion.tick(10)
-    assert sesion.pantalla is Pantalla.BIENVENIDA and sesion.vista(10).entrada == ""
+        session.press_key(k, 0)
+    session.press_key(CANCEL, 0)
+    bank.answer(session)
+    session.tick(10)
+    assert session.screen is Screen.WELCOME and view(session, 10).entry == ""
