@@ -10,11 +10,11 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from bank_server.conversation import now_iso
+from bank_server.clock import now_iso
 from bank_server.journal import Record
 from bank_server.ledger import Account, parse_account
 from bank_server.pins import hash_pin
-from bank_server.store import Store
+from bank_server.store import Store, StoreMode
 from common.messages import mask_card
 from common.money import format_amount, format_for_people
 
@@ -28,7 +28,7 @@ def create_account(ledger: Path, tarjeta: str, titular: str, saldo: Decimal, pin
     account, problem = parse_account([tarjeta, titular, format_amount(saldo), pin_field, "0"])
     if account is None:
         raise AdminError(problem or "cuenta no válida")
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     try:
         with store.locked() as state:
             if tarjeta in state.accounts:
@@ -40,7 +40,7 @@ def create_account(ledger: Path, tarjeta: str, titular: str, saldo: Decimal, pin
 
 
 def _change(ledger: Path, tarjeta: str, tipo: str, change: dict[str, object]) -> Account:
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     try:
         with store.locked() as state:
             account = state.accounts.get(tarjeta)
@@ -63,7 +63,7 @@ def reset_pin(ledger: Path, tarjeta: str, pin: str) -> None:
 
 
 def list_accounts(ledger: Path) -> list[str]:
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     try:
         with store.locked() as state:
             accounts = list(state.accounts.values())
@@ -71,6 +71,6 @@ def list_accounts(ledger: Path) -> list[str]:
         store.close()
     rows = [f"{'TARJETA':<20} {'TITULAR':<32} {'SALDO':>18}  ESTADO"]
     for a in accounts:
-        estado = "BLOQUEADA" if a.bloqueada else (f"activa ({a.intentos} PIN errados)" if a.intentos else "activa")
-        rows.append(f"{mask_card(a.tarjeta):<20} {a.titular[:32]:<32} {format_for_people(a.saldo):>18}  {estado}")
+        status = "BLOQUEADA" if a.blocked else (f"activa ({a.intentos} PIN errados)" if a.intentos else "activa")
+        rows.append(f"{mask_card(a.tarjeta):<20} {a.titular[:32]:<32} {format_for_people(a.saldo):>18}  {status}")
     return rows

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m bank_server genkey        crea la llave compartida llave.key\n"
         "  python -m bank_server COMANDO -h    ayuda de cada comando",
     )
-    sub = parser.add_subparsers(dest="comando", title="comandos", metavar="COMANDO")
+    sub = parser.add_subparsers(dest="command", title="comandos", metavar="COMANDO")
 
     def ledger_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -112,13 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--max-operacion",
         type=_amount,
-        default=Limits().max_por_operacion,
+        default=Limits().max_per_operation,
         help="monto máximo por depósito o retiro (por omisión: 10000.00)",
     )
     s.add_argument(
         "--limite-diario",
         type=_amount,
-        default=Limits().limite_diario,
+        default=Limits().daily_limit,
         help="retiro máximo por tarjeta y día (por omisión: 20000.00)",
     )
     s.add_argument(
@@ -189,10 +189,10 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.comando is None:
+    if args.command is None:
         build_parser().print_help()
         return 2
-    if args.comando == "servir":
+    if args.command == "servir":
         psk = load_key(args.llave)
         config = ServerConfig(
             host=args.host,
@@ -205,26 +205,26 @@ def _run(args: argparse.Namespace) -> int:
             idle_timeout=args.inactividad,
             start_method=args.inicio,
             checkpoint_interval=args.punto_de_control,
-            limits=Limits(args.max_operacion, args.limite_diario),
+            limits=Limits(max_per_operation=args.max_operacion, daily_limit=args.limite_diario),
         )
         return serve(config, psk)
-    if args.comando == "genkey":
+    if args.command == "genkey":
         write_new_key(args.llave)
         print(f"Llave nueva creada en {args.llave}. Cópiela a cada cajero por un medio seguro.")
         return 0
-    if args.comando == "crear":
+    if args.command == "crear":
         _check_card(args.tarjeta)
         admin.create_account(args.cuenta, args.tarjeta, args.titular, args.saldo, _ask_pin(args.pin))
         print("Cuenta creada.")
         return 0
-    if args.comando == "listar":
+    if args.command == "listar":
         print("\n".join(admin.list_accounts(args.cuenta)))
         return 0
-    if args.comando == "desbloquear":
+    if args.command == "desbloquear":
         admin.unblock(args.cuenta, args.tarjeta)
         print("Tarjeta desbloqueada.")
         return 0
-    if args.comando == "cambiar-pin":
+    if args.command == "cambiar-pin":
         admin.reset_pin(args.cuenta, args.tarjeta, _ask_pin(args.pin))
         print("PIN cambiado; la tarjeta queda desbloqueada.")
         return 0

@@ -1,7 +1,7 @@
 """One ATM conversation: request text in, response dict out.
 
-``Session`` holds what the contract makes per-connection (which card is
-identified) and turns each request into calls on the ``Store``: reads
+``Conversation`` holds what the contract makes per-connection (which card
+is identified) and turns each request into calls on the ``Store``: reads
 without the lock, writes inside it. The slow part of a log-in, the
 scrypt check, runs outside the lock so that one customer typing a PIN
 never delays another one's withdrawal.
@@ -10,12 +10,12 @@ never delays another one's withdrawal.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bank_server.clock import now_iso
 from bank_server.journal import Record
-from bank_server.ledger import MAX_INTENTOS
+from bank_server.ledger import MAX_PIN_ATTEMPTS
 from bank_server.pins import hash_pin, verify_pin
 from bank_server.rules import Limits, account_for, decide_movement, decide_pin_attempt, decide_pin_change
 from bank_server.state import Applied, BankState
@@ -25,34 +25,19 @@ from common.messages import RequestError, error_response, mask_card, ok_response
 from common.money import REQUEST_AMOUNT_RE as AMOUNT_RE
 from common.money import format_amount
 
-log = logging.getLogger("bank_server.sesion")
+log = logging.getLogger(__name__)
 _ROUTINE_OPS = frozenset({m.CONSULTAR, m.DEPOSITAR, m.RETIRAR, m.MOVIMIENTOS, m.SALIR})
 
 
-def account_for_intentos(state: BankState, card: str) -> int:
+def pin_attempts(state: BankState, card: str) -> int:
+    """The card's wrong-PIN count (its ``intentos``)."""
     account = state.account(card)
     assert account is not None
     return account.intentos
 
 
-def now_iso() -> str:
-    """Local time with its UTC offset, as the contract's ``fecha`` wants.
-
-    The same text as ``datetime.now().astimezone().isoformat(timespec="seconds")``
-    in a quarter of the time: it runs under the ledger lock on every movement.
-    """
-    now = time.localtime()
-    offset = now.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    hours, minutes = divmod(abs(offset), 60)
-    return (
-        f"{now.tm_year:04d}-{now.tm_mon:02d}-{now.tm_mday:02d}T{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d}"
-        f"{sign}{hours:02d}:{minutes:02d}"
-    )
-
-
 @dataclass
-class Session:
+class Conversation:
     store: Store
     limits: Limits
     peer: str
@@ -81,7 +66,7 @@ class Session:
     # -- one method per operation ------------------------------------------------
     def _dispatch(self, request: m.Request) -> dict[str, Any]:
         if isinstance(request, m.Identificar):
-            return self._identificar(request)
+            return self._identify(request)
         if isinstance(request, m.Salir):
             self.finished = True
             return ok_response()
@@ -94,12 +79,12 @@ class Session:
         if isinstance(request, m.Depositar | m.Retirar):
             return self._movement(request)
         if isinstance(request, m.Movimientos):
-            return self._movimientos(request.n)
+            return self._movements(request.n)
         if isinstance(request, m.CambiarPin):
-            return self._cambiar_pin(request)
+            return self._change_pin(request)
         raise AssertionError(f"unhandled request {request!r}")
 
-    def _identificar(self, request: m.Identificar) -> dict[str, Any]:
+    def _identify(self, request: m.Identificar) -> dict[str, Any]:
         if self.card is not None:
             raise RequestError("PETICION_INVALIDA", "already identified")
         if self.tried is not None and request.tarjeta != self.tried:
@@ -109,9 +94,9 @@ class Session:
             self.tried = request.tarjeta
             self.store.state.bind(request.tarjeta)
         correct = verify_pin(request.pin, account.pin)
-        intentos = self._count_attempt(request.tarjeta, account.pin, correct)
+        attempts = self._count_attempt(request.tarjeta, account.pin, correct)
         if not correct:
-            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - intentos)
+            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_PIN_ATTEMPTS - attempts)
         self.card = request.tarjeta
         return ok_response(titular=account.titular)
 
@@ -124,7 +109,7 @@ class Session:
             record = decide_pin_attempt(state, card, pin_field, correct, now_iso())
             if record is not None:
                 self.store.commit(record)
-            return account_for_intentos(state, card)
+            return pin_attempts(state, card)
 
     def _movement(self, request: m.Depositar | m.Retirar) -> dict[str, Any]:
         assert self.card is not None
@@ -137,7 +122,7 @@ class Session:
             return ok_response(id=request.id, saldo=format_amount(outcome.saldo), repetida=True)
         return ok_response(id=request.id, saldo=format_amount(outcome.cuenta.saldo))
 
-    def _movimientos(self, n: int) -> dict[str, Any]:
+    def _movements(self, n: int) -> dict[str, Any]:
         assert self.card is not None
         state = self.store.refresh()
         account_for(state, self.card)
@@ -155,18 +140,18 @@ class Session:
             ]
         )
 
-    def _cambiar_pin(self, request: m.CambiarPin) -> dict[str, Any]:
+    def _change_pin(self, request: m.CambiarPin) -> dict[str, Any]:
         assert self.card is not None
         account = account_for(self.store.refresh(), self.card)
         correct = verify_pin(request.pin_actual, account.pin)
         if not correct:
-            intentos = self._count_attempt(self.card, account.pin, correct=False)
-            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - intentos)
+            attempts = self._count_attempt(self.card, account.pin, correct=False)
+            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_PIN_ATTEMPTS - attempts)
         new_field = hash_pin(request.pin_nuevo)  # slow: outside the lock
         with self.store.locked() as state:
             now = account_for(state, self.card)
             if now.pin != account.pin:
-                raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_INTENTOS - now.intentos)
+                raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_PIN_ATTEMPTS - now.intentos)
             self.store.commit(decide_pin_change(state, self.card, new_field, now_iso()))
         return ok_response()
 

@@ -6,14 +6,23 @@ a rewrite is exactly what must not lose anything. Instead every change is
 one line appended here and flushed to disk (``fdatasync``) *before* the
 ATM hears "ok".
 ``cuenta.txt`` is rewritten only at checkpoints (start-up, clean stop,
-administration), atomically.
+administration, and the acceptor's periodic one), atomically.
 
-A line is ``<crc32 as 8 hex digits> <json>\\n``. The CRC tells a torn
-write (a process killed mid-``write``: always the last line, never
-acknowledged) from a complete one. A torn last line is cut off by the next
-writer, which holds the lock and so knows nobody is writing it. A bad line
-*followed by good ones* is damage, not a torn write: it is reported with
-its line number and never used.
+A line is ``<crc> <n> <tarjeta> <id> <json>\\n`` (docs/ledger.md):
+
+- ``crc``: 8 hex digits, the CRC-32 of the rest of the line (after the
+  space that follows it, without the newline);
+- ``n``, ``tarjeta``, ``id``: the record's number, its card and its
+  transaction id (``.`` when it has none), repeated from the JSON so
+  that a handler can skip other cards' records without decoding them;
+- ``json``: the record, ``{"n", "fecha", "tipo", "cuenta"}`` plus ``id``
+  and ``monto`` for a DEPOSITO or RETIRO (``Record.encode``).
+
+The CRC tells a torn write (a process killed mid-``write``: always the
+last line, never acknowledged) from a complete one. A torn last line is
+cut off by the next writer, which holds the lock and so knows nobody is
+writing it. A bad line *followed by good ones* is damage, not a torn
+write: it is reported with its line number and never used.
 
 Each record carries the *whole* resulting account, not a delta, so that
 replaying a record twice is harmless and recovery is a plain overwrite.
@@ -27,7 +36,6 @@ import operator
 import os
 import re
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -38,8 +46,8 @@ from bank_server.ledger import Account, fast_account, parse_account
 from common.money import AmountError, format_amount, parse_ledger_amount
 
 HEADER_RE = re.compile(rb"# cajero-diario libro=([0-9a-f]{32})\n")
-TIPOS_MOVIMIENTO = frozenset({"DEPOSITO", "RETIRO"})
-TIPOS = TIPOS_MOVIMIENTO | {"INTENTOS", "PIN", "ALTA", "DESBLOQUEO"}
+MOVEMENT_TYPES = frozenset({"DEPOSITO", "RETIRO"})
+RECORD_TYPES = MOVEMENT_TYPES | {"INTENTOS", "PIN", "ALTA", "DESBLOQUEO"}
 _O_BINARY = getattr(os, "O_BINARY", 0)
 NO_ID = "."  # in a line's prefix, for records without a transaction id ("-" is a valid id)
 _NO_ID = NO_ID.encode("ascii")
@@ -141,7 +149,7 @@ def decode_scanned(raw: RawRecord) -> Record:
         if account is None:
             raise ValueError(problem)
     tipo = body["tipo"]
-    if tipo not in TIPOS or not isinstance(body["n"], int) or not isinstance(body["fecha"], str):
+    if tipo not in RECORD_TYPES or not isinstance(body["n"], int) or not isinstance(body["fecha"], str):
         raise ValueError("registro con tipo, número o fecha no válidos")
     monto = None
     if "monto" in body:
@@ -149,7 +157,7 @@ def decode_scanned(raw: RawRecord) -> Record:
             monto = parse_ledger_amount(body["monto"])
         except AmountError as exc:
             raise ValueError(str(exc)) from None
-    if tipo in TIPOS_MOVIMIENTO and (monto is None or not isinstance(body.get("id"), str)):
+    if tipo in MOVEMENT_TYPES and (monto is None or not isinstance(body.get("id"), str)):
         raise ValueError("un movimiento necesita id y monto")
     record = Record(body["n"], body["fecha"], tipo, account, body.get("id"), monto)
     if (record.n, record.cuenta.tarjeta, record.id) != (raw.n, raw.tarjeta, raw.id):
@@ -195,10 +203,9 @@ def write_atomically(path: Path, data: bytes, tmp_suffix: str = ".tmp") -> None:
     fsync_directory(path.parent)
 
 
-def create_journal(path: Path, libro: str, records: Sequence[Record] = ()) -> None:
-    """Write a journal for ledger ``libro`` (atomically: it appears whole or not at all)."""
-    header = b"# cajero-diario libro=%s\n" % libro.encode("ascii")
-    write_atomically(path, header + b"".join(r.encode() for r in records))
+def create_journal(path: Path, libro: str) -> None:
+    """Write an empty journal for ledger ``libro`` (atomically: it appears whole or not at all)."""
+    write_atomically(path, b"# cajero-diario libro=%s\n" % libro.encode("ascii"))
 
 
 def read_header(path: Path) -> str:
@@ -214,7 +221,7 @@ class Journal:
     """An open journal: incremental reads from an offset, appends with fsync.
 
     One instance per process. Reads use a buffered reader; appends use a raw
-    ``O_APPEND`` descriptor so that each batch of records is one ``write``.
+    ``O_APPEND`` descriptor so that each record is one ``write``.
     """
 
     def __init__(self, path: Path) -> None:
@@ -222,8 +229,7 @@ class Journal:
         self.libro = read_header(path)
         self._reader: BinaryIO = open(path, "rb")  # noqa: SIM115 - lives as long as the journal
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | _O_BINARY)
-        self.header_size = len(self._reader.readline())
-        self.offset = self.header_size  # bytes consumed so far
+        self.offset = len(self._reader.readline())  # bytes consumed so far: the header
         self.lines = 1  # lines consumed so far (for error messages)
 
     def close(self) -> None:
@@ -333,17 +339,13 @@ class Journal:
                 return chunk if len(chunks) == 1 else b"".join(chunks)
             offset += len(chunk)
 
-    @property
-    def fd(self) -> int:
-        return self._fd
-
-    def write(self, records: list[Record]) -> int:
-        """Append ``records`` in one ``write``; return the offset just past them (group commit needs it).
+    def write(self, record: Record) -> int:
+        """Append ``record`` in one ``write``; return the offset just past it (group commit needs it).
 
         Not yet durable: the caller makes it so (``sync``), after releasing
         the lock and before answering anyone. Caller holds the lock.
         """
-        data = b"".join(r.encode() for r in records)
+        data = record.encode()
         faults.crash_point("antes_de_escribir")
         if faults.triggered("escritura_a_medias"):
             os.write(self._fd, data[: len(data) // 2])
@@ -356,7 +358,7 @@ class Journal:
             self._truncate(self.offset)
             raise
         self.offset += len(data)
-        self.lines += len(records)
+        self.lines += 1
         return os.lseek(self._fd, 0, os.SEEK_CUR)  # where O_APPEND put our last byte: the file's own word
 
     def sync(self) -> None:

@@ -27,7 +27,7 @@ from bank_server.pins import PinFieldError, check_field
 from common.messages import CARD_RE
 from common.money import MAX_LEDGER_DIGITS, AmountError, format_amount, parse_ledger_amount
 
-MAX_INTENTOS = 3
+MAX_PIN_ATTEMPTS = 3
 _CHECKPOINT = re.compile(r"#\s*cajero:\s*libro=([0-9a-f]{32})\s+diario=([0-9]+)\s*")
 _FIELD_SPACE = " \t"
 
@@ -42,8 +42,8 @@ class Account(NamedTuple):
     intentos: int
 
     @property
-    def bloqueada(self) -> bool:
-        return self.intentos >= MAX_INTENTOS
+    def blocked(self) -> bool:
+        return self.intentos >= MAX_PIN_ATTEMPTS
 
     def to_line(self) -> str:
         return f"{self.tarjeta}|{self.titular}|{format_amount(self.saldo)}|{self.pin}|{self.intentos}"
@@ -154,7 +154,7 @@ def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
             if match := _CHECKPOINT.fullmatch(stripped):
                 ledger.libro, ledger.diario = match.group(1), int(match.group(2))
                 continue
-            ledger.layout.append(("texto", line))
+            ledger.layout.append(("text", line))
             continue
         account = fast_account(line)
         problem = None
@@ -167,7 +167,7 @@ def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
             errors.append(LedgerError(path, number, f"la tarjeta {account.tarjeta} está repetida"))
             continue
         ledger.accounts[account.tarjeta] = account
-        ledger.layout.append(("cuenta", account.tarjeta))
+        ledger.layout.append(("account", account.tarjeta))
     return ledger, errors
 
 
@@ -265,7 +265,7 @@ def render_ledger(ledger: Ledger, accounts: dict[str, Account], libro: str, diar
     out = [f"# cajero: libro={libro} diario={diario}"]
     seen: set[str] = set()
     for kind, value in ledger.layout:
-        if kind == "texto":
+        if kind == "text":
             out.append(value)
         elif value in accounts:
             out.append(accounts[value].to_line())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bank_server.journal import Record
-from bank_server.ledger import MAX_INTENTOS, Account
+from bank_server.ledger import MAX_PIN_ATTEMPTS, Account
 from bank_server.state import Applied, BankState
 from common.messages import RequestError
 from common.money import add, subtract
@@ -24,15 +24,15 @@ from common.money import add, subtract
 class Limits:
     """Per-operation maximum and per-card daily withdrawal limit (contract minimums as defaults)."""
 
-    max_por_operacion: Decimal = Decimal("10000.00")
-    limite_diario: Decimal = Decimal("20000.00")
+    max_per_operation: Decimal = Decimal("10000.00")
+    daily_limit: Decimal = Decimal("20000.00")
 
 
 def account_for(state: BankState, card: str) -> Account:
     account = state.account(card)
     if account is None:
         raise RequestError("TARJETA_INVALIDA")
-    if account.bloqueada:
+    if account.blocked:
         raise RequestError("TARJETA_BLOQUEADA")
     return account
 
@@ -59,7 +59,7 @@ def decide_movement(
     # The id first: a retry answers the original result even if the limits changed since.
     if (previous := _repeat(state, tipo, card, monto, tx_id)) is not None:
         return previous
-    if monto > limits.max_por_operacion:
+    if monto > limits.max_per_operation:
         raise RequestError("MONTO_INVALIDO", "above the per-operation maximum")
     account = account_for(state, card)
     if tipo == "DEPOSITO":
@@ -67,7 +67,7 @@ def decide_movement(
     else:
         if monto > account.saldo:
             raise RequestError("FONDOS_INSUFICIENTES")
-        if add(state.withdrawn_on(card, fecha[:10]), monto) > limits.limite_diario:
+        if add(state.withdrawn_on(card, fecha[:10]), monto) > limits.daily_limit:
             raise RequestError("LIMITE_DIARIO")
         saldo = subtract(account.saldo, monto)
     return Record(state.last_n + 1, fecha, tipo, account._replace(saldo=saldo), tx_id, monto)
@@ -84,8 +84,8 @@ def decide_pin_attempt(state: BankState, card: str, pin_field: str, correct: boo
         if account.intentos == 0:
             return None
         return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=0))
-    intentos = min(account.intentos + 1, MAX_INTENTOS)
-    return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=intentos))
+    attempts = min(account.intentos + 1, MAX_PIN_ATTEMPTS)
+    return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=attempts))
 
 
 def decide_pin_change(state: BankState, card: str, new_field: str, fecha: str) -> Record:

@@ -4,7 +4,9 @@ In the manner of gunicorn's arbiter: signal handlers only set a flag;
 the loop accepts, starts handlers, reaps the dead ones and notices the
 flag; stopping is graceful (stop accepting, let each handler finish the
 request in hand), then a deadline, then kill; last, a checkpoint so
-that ``cuenta.txt`` alone shows every applied transaction.
+that ``cuenta.txt`` alone shows every applied transaction. The work on
+the bank's files (catching up, checkpoints) is ``StorageMaintenance``'s,
+called once per turn of the loop.
 
 Beyond ``max_handlers`` live handlers, new connections wait (unread, so
 they cost only a socket) for a free slot up to ``QUEUE_WAIT`` seconds,
@@ -30,12 +32,12 @@ import portalocker
 
 from bank_server.config import ServerConfig
 from bank_server.group_commit import SyncBoard
-from bank_server.handler import handler_main
-from bank_server.journal import JournalError
+from bank_server.handler import HandlerStart, Inheritance, handler_main
 from bank_server.logs import setup_logging
-from bank_server.store import LedgerLoadError, Store
+from bank_server.maintenance import StorageMaintenance
+from bank_server.store import Store, StoreMode
 
-log = logging.getLogger("bank_server.aceptador")
+log = logging.getLogger(__name__)
 QUEUE_WAIT = 5.0
 POLL = 0.2
 
@@ -47,7 +49,7 @@ class ServerLockError(Exception):
 class Acceptor:
     def __init__(self, config: ServerConfig, store: Store, psk: bytes, server_lock: BinaryIO) -> None:
         self.config = config
-        self.store = store
+        self.storage = StorageMaintenance(store, config.checkpoint_interval)
         self.psk = psk
         self.server_lock = server_lock
         self.ctx = multiprocessing.get_context(config.start_method)
@@ -76,7 +78,6 @@ class Acceptor:
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
-        last_refresh = last_checkpoint = time.monotonic()
         while not self.stopping:
             self.reap()
             self.start_waiting()
@@ -86,12 +87,7 @@ class Acceptor:
                 continue
             if readable:
                 self.accept_all()
-            if time.monotonic() - last_refresh > 1.0:
-                self.refresh()  # keeps what fork hands to children close to current
-                last_refresh = time.monotonic()
-            if time.monotonic() - last_checkpoint > self.config.checkpoint_interval:
-                self.periodic_checkpoint()
-                last_checkpoint = time.monotonic()
+            self.storage.tick()
         self.shutdown()
 
     def accept_all(self) -> None:
@@ -126,13 +122,20 @@ class Acceptor:
 
     def start_handler(self, sock: socket.socket, peer: str, accepted_at: float) -> None:
         """``accepted_at`` (monotonic, system-wide) starts the 10 s handshake clock, wait for a slot included."""
-        sync_words = self.sync_board.words if self.sync_board is not None else None
-        args: tuple[Any, ...] = (self.config, sock, peer, self.stop_event, accepted_at, sync_words)
+        inherited = None
         if self.config.start_method == "fork":
-            self.refresh()
-            inherited = (self.listener, self.server_lock, *(s for _, s, _ in self.waiting))
-            args += (self.store, self.psk, inherited)
-        process = self.ctx.Process(target=handler_main, args=args, name=f"cajero {peer}", daemon=False)
+            to_close = (self.listener, self.server_lock, *(s for _, s, _ in self.waiting))
+            inherited = Inheritance(self.storage.store_for_fork(), self.psk, to_close)
+        start = HandlerStart(
+            self.config,
+            sock,
+            peer,
+            self.stop_event,
+            accepted_at,
+            self.sync_board.words if self.sync_board is not None else None,
+            inherited,
+        )
+        process = self.ctx.Process(target=handler_main, args=(start,), name=f"cajero {peer}", daemon=False)
         try:
             process.start()
         except OSError as exc:
@@ -141,26 +144,6 @@ class Acceptor:
             self.handlers.append(process)
         finally:
             sock.close()  # the child has its own copy
-
-    def refresh(self) -> None:
-        """Catch up with the journal; damage is logged (handlers answer ERROR_INTERNO), never fatal here."""
-        try:
-            self.store.refresh()
-        except (JournalError, OSError) as exc:
-            log.error("no se pudo leer el diario: %s", exc)
-
-    def periodic_checkpoint(self) -> None:
-        """Bring ``cuenta.txt`` up to date now and then, so a crash leaves little to replay."""
-        try:
-            started = time.perf_counter()
-            if self.store.snapshot():
-                log.info(
-                    "cuenta.txt actualizado (diario %d) en %.2f s",
-                    self.store.state.last_n,
-                    time.perf_counter() - started,
-                )
-        except (JournalError, LedgerLoadError, OSError) as exc:  # e.g. Windows: the file is open elsewhere
-            log.warning("no se pudo actualizar cuenta.txt ahora (se reintentará): %s", exc)
 
     def reap(self) -> None:
         alive = []
@@ -190,12 +173,7 @@ class Acceptor:
             process.kill()
             process.join(5)
         self.handlers = []
-        try:
-            self.store.checkpoint()
-        except (JournalError, OSError) as exc:
-            log.error("cuenta.txt no se actualizó (el diario conserva todo): %s", exc)
-            return
-        log.info("cuenta.txt actualizado; servidor detenido")
+        self.storage.final_checkpoint()
 
 
 def acquire_server_lock(ledger: Path) -> BinaryIO:
@@ -215,7 +193,7 @@ def serve(config: ServerConfig, psk: bytes) -> int:
     setup_logging(config.log_file, detailed=config.detailed_log)
     server_lock = acquire_server_lock(config.ledger)
     started = time.perf_counter()
-    store = Store.open(config.ledger, recover=True)
+    store = Store.open(config.ledger, mode=StoreMode.RECOVER)
     acceptor = Acceptor(config, store, psk, server_lock)
     acceptor.install_signal_handlers()
     host, port = acceptor.address

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bank_server.journal import TIPOS_MOVIMIENTO, RawRecord, Record
+from bank_server.journal import MOVEMENT_TYPES, RawRecord, Record
 from bank_server.ledger import Account
 from common.messages import MAX_MOVIMIENTOS
 from common.money import add
@@ -66,7 +66,7 @@ class BankState:
         self.movements: dict[str, deque[Record]] = {}
         self.withdrawn_today: dict[str, tuple[str, Decimal]] = {}
         self.decode = decode
-        self.eager = True
+        self.eager = True  # False in a handler (StoreMode.HANDLER)
         self.focus: str | None = None  # a lazy handler's card, once bound
         self.deferred: dict[str, list[RawRecord]] = {}  # records set aside, by card, in order
         self.id_owner: dict[str, str] = {}  # ids of records not decoded here -> their card
@@ -111,7 +111,7 @@ class BankState:
         if record.n > self.checkpoint_n:
             self.accounts[record.cuenta.tarjeta] = record.cuenta
         self.last_n = max(self.last_n, record.n)
-        if record.tipo not in TIPOS_MOVIMIENTO:
+        if record.tipo not in MOVEMENT_TYPES:
             return
         assert record.id is not None and record.monto is not None
         card = record.cuenta.tarjeta

@@ -5,8 +5,12 @@ since (and the recent history); ``cuenta.lock`` is the cross-process lock
 (portalocker: ``flock`` on POSIX, ``LockFileEx`` on Windows) that every
 writer holds while it reads the journal's tail, decides and appends.
 
+How a process opens the store is its ``StoreMode``: the server's start-up
+and administration recover, a handler serves one card.
+
 The write path of one transaction, in order:
-1. take the lock; read the records other processes appended since we last looked;
+1. read the records other processes appended since we last looked, then
+   take the lock and read the few appended meanwhile;
 2. decide with the pure rules;
 3. append the record in one ``write``;
 4. release the lock, then make the journal durable up to our record:
@@ -22,6 +26,7 @@ fsync the folder), so it is always either the old or the new whole file.
 
 from __future__ import annotations
 
+import enum
 import os
 import uuid
 from collections.abc import Iterator
@@ -51,6 +56,23 @@ from bank_server.journal import (
 )
 from bank_server.ledger import Ledger, LedgerError, index_ledger, load_ledger, render_ledger
 from bank_server.state import BankState
+
+
+class StoreMode(enum.Enum):
+    """How a process opens the bank's files (``Store.open``)."""
+
+    RECOVER = "recover"
+    """The server's start-up and administration: crash recovery under the lock. The ledger is parsed
+    whole (any problem refuses it), ledger and journal are tied together if needed, a torn tail is cut,
+    and what the journal holds beyond ``cuenta.txt`` is checkpointed. Decodes eagerly (see ``BankState``)."""
+    ATTACH = "attach"
+    """Another process on a bank already recovered: no lock, no recovery, the ledger indexed by card
+    (parsed on use). Decodes eagerly."""
+    HANDLER = "handler"
+    """One ATM's handler: ``ATTACH``, then one card per connection, so other cards' records are only
+    indexed. A handler started by ``fork`` switches the acceptor's store instead (``become_handler``)."""
+    VERIFY = "verify"
+    """``verificar``: read everything strictly, without the lock, and write nothing."""
 
 
 class LedgerLoadError(Exception):
@@ -117,24 +139,24 @@ class Store:
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, ledger_path: Path, *, recover: bool) -> Store:
-        """Load the bank's state.
-
-        With ``recover`` (the server's start-up, administration commands)
-        this is crash recovery: under the lock, tie ledger and journal
-        together if needed, cut a torn tail and checkpoint what the journal
-        holds beyond ``cuenta.txt``. Without it (a handler started by
-        ``spawn``) it only reads.
-        """
+    def open(cls, ledger_path: Path, *, mode: StoreMode) -> Store:
+        """Load the bank's state as ``mode`` says (see ``StoreMode``)."""
         ledger_path = Path(ledger_path)
-        lock = LedgerLock(lock_path_for(ledger_path))
-        if not recover:
-            return cls._load(ledger_path, lock_held=False, lazy=True)
-        with lock:
+        if mode is StoreMode.VERIFY:
+            return cls._load(ledger_path, lock_held=False)
+        if mode is not StoreMode.RECOVER:
+            store = cls._load(ledger_path, lock_held=False, lazy=True)
+            return store.become_handler() if mode is StoreMode.HANDLER else store
+        with LedgerLock(lock_path_for(ledger_path)):
             store = cls._load(ledger_path, lock_held=True)
             if store._ledger.libro is None or store.state.last_n > store._ledger.diario:
                 store._write_checkpoint()
             return store
+
+    def become_handler(self) -> Store:
+        """From now on serve one ATM (``StoreMode.HANDLER``): also the acceptor's store, inherited by ``fork``."""
+        self.state.eager = False
+        return self
 
     @classmethod
     def _load(cls, ledger_path: Path, *, lock_held: bool, lazy: bool = False) -> Store:
@@ -231,7 +253,7 @@ class Store:
 
     def commit(self, record: Record) -> None:
         """Append ``record``; call inside ``locked()``, which makes it durable on exit."""
-        self._written_to = self._own_journal().write([record])
+        self._written_to = self._own_journal().write(record)
         if self.sync_board is not None:
             self.sync_board.wrote(self._written_to)
         self.state.apply(record)
@@ -285,8 +307,7 @@ def ledger_problems(ledger_path: Path) -> list[LedgerError | str]:
     journal_path = journal_path_for(ledger_path)
     if journal_path.exists():
         try:
-            store = Store._load(ledger_path, lock_held=False)
-            store.close()
+            Store.open(ledger_path, mode=StoreMode.VERIFY).close()
         except LedgerLoadError as exc:
             problems.extend(exc.problems)
     return problems

@@ -3,8 +3,10 @@
 Feed received bytes to ``receive_data`` and get events back; call
 ``send_message`` to queue a record; write ``data_to_send()`` to the
 socket. The whole state table of a connection is the small ``State``
-enum below and the ``_require`` checks: a connection is waiting for the
-hello, open, or closed, and a protocol error closes it for good.
+enum below and the state checks at the top of ``receive_data`` and
+``send_message``: a connection is waiting for the hello, open, or
+closed, and a protocol error closes it for good (one found after good
+records in the same read is raised by ``check()`` once they are answered).
 
 Both ends are here so that tests can wire a client to a server in
 memory and exercise every byte without a socket.

@@ -29,7 +29,7 @@ def test_parses_accounts_comments_and_padding():
     gustavo = ledger.accounts["1111111111111111"]
     assert gustavo.titular == "Gustavo Ali Gómez Trejo"
     assert gustavo.saldo == Decimal("234444.00")
-    assert ledger.accounts["4000123412341234"].bloqueada
+    assert ledger.accounts["4000123412341234"].blocked
 
 
 def test_every_bad_line_is_reported_with_its_number():

@@ -12,10 +12,10 @@ import pytest
 
 from bank_server import journal as journal_module
 from bank_server import store as store_module
-from bank_server.conversation import now_iso
+from bank_server.clock import now_iso
 from bank_server.journal import JournalError, Record
 from bank_server.rules import Limits, decide_movement
-from bank_server.store import LedgerLoadError, LedgerLock, Store, journal_path_for, ledger_problems
+from bank_server.store import LedgerLoadError, LedgerLock, Store, StoreMode, journal_path_for, ledger_problems
 from common.messages import RequestError
 from devtools.bank_process import DemoAccount, write_ledger
 
@@ -36,7 +36,7 @@ def deposit(store: Store, amount: str, tx_id: str) -> Record:
 
 
 def balance(ledger: Path) -> Decimal:
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     try:
         return store.state.accounts[CARD].saldo
     finally:
@@ -44,7 +44,7 @@ def balance(ledger: Path) -> Decimal:
 
 
 def test_first_open_ties_ledger_and_journal(ledger: Path):
-    Store.open(ledger, recover=True).close()
+    Store.open(ledger, mode=StoreMode.RECOVER).close()
     first_line = ledger.read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith("# cajero: libro=") and first_line.endswith(" diario=0")
     libro = first_line.split("libro=")[1].split()[0]
@@ -52,7 +52,7 @@ def test_first_open_ties_ledger_and_journal(ledger: Path):
 
 
 def test_committed_records_survive_without_checkpoint(ledger: Path):
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     before = ledger.read_bytes()
     deposit(store, "10.50", "a")
     deposit(store, "0.25", "b")
@@ -64,7 +64,7 @@ def test_committed_records_survive_without_checkpoint(ledger: Path):
 
 @pytest.mark.parametrize("tail", ["half-a-record", "garbled-whole-line"])
 def test_torn_or_garbled_last_line_is_cut_and_never_used(ledger: Path, tail: str):
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     deposit(store, "1.00", "a")
     store.close()
     journal = journal_path_for(ledger)
@@ -76,7 +76,7 @@ def test_torn_or_garbled_last_line_is_cut_and_never_used(ledger: Path, tail: str
 
 
 def test_damaged_committed_line_is_reported_not_used(ledger: Path):
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     deposit(store, "1.00", "a")
     deposit(store, "2.00", "b")
     store.close()
@@ -86,38 +86,38 @@ def test_damaged_committed_line_is_reported_not_used(ledger: Path):
     journal.write_bytes(b"\n".join(lines))
     ledger_before = ledger.read_bytes()
     with pytest.raises(LedgerLoadError) as caught:
-        Store.open(ledger, recover=True)
+        Store.open(ledger, mode=StoreMode.RECOVER)
     assert "cuenta.diario, línea 2" in str(caught.value)
     assert ledger.read_bytes() == ledger_before
     assert any("línea 2" in str(p) for p in ledger_problems(ledger))
 
 
 def test_journal_of_another_ledger_is_refused(ledger: Path, tmp_path: Path):
-    Store.open(ledger, recover=True).close()
+    Store.open(ledger, mode=StoreMode.RECOVER).close()
     (tmp_path / "otro").mkdir()
     other = write_ledger(tmp_path / "otro", [DemoAccount(CARD, "Ana", "100.00", "1234")])
     journal_path_for(ledger).rename(journal_path_for(other))
     with pytest.raises(LedgerLoadError, match="otro archivo de cuentas"):
-        Store.open(other, recover=True)
+        Store.open(other, mode=StoreMode.RECOVER)
 
 
 def test_checkpoint_makes_the_ledger_alone_the_whole_state(ledger: Path):
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     deposit(store, "7.00", "a")
     store.checkpoint()
     store.close()
     journal_path_for(ledger).unlink()
     assert balance(ledger) == Decimal("107.00")
     # the ids are remembered only by the journal; the balance is the ledger's alone
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     deposit(store, "1.00", "b")
     store.close()
     assert balance(ledger) == Decimal("108.00")
 
 
 def test_two_stores_see_each_others_commits(ledger: Path):
-    one = Store.open(ledger, recover=True)
-    two = Store.open(ledger, recover=False)
+    one = Store.open(ledger, mode=StoreMode.RECOVER)
+    two = Store.open(ledger, mode=StoreMode.ATTACH)
     deposit(one, "5.00", "a")
     deposit(two, "6.00", "b")
     assert one.refresh().accounts[CARD].saldo == Decimal("111.00")
@@ -132,9 +132,8 @@ def test_lazy_handler_decodes_only_its_card_and_still_knows_every_id(tmp_path: P
     ledger = write_ledger(
         tmp_path, [DemoAccount(CARD, "Ana", "100.00", "1234"), DemoAccount(other, "Beto", "50.00", "1")]
     )
-    writer = Store.open(ledger, recover=True)
-    handler = Store.open(ledger, recover=False)
-    handler.state.eager = False
+    writer = Store.open(ledger, mode=StoreMode.RECOVER)
+    handler = Store.open(ledger, mode=StoreMode.HANDLER)
     fecha = "2026-11-23T10:00:00-06:00"
 
     def move(store: Store, card: str, amount: str, tx_id: str) -> Record:
@@ -167,11 +166,11 @@ def test_lazy_handler_decodes_only_its_card_and_still_knows_every_id(tmp_path: P
 
 
 def test_start_up_sets_history_aside_until_its_card_is_asked_for(ledger: Path):
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     deposit(store, "1.00", "old")
     store.checkpoint()  # "old" is now history: already in cuenta.txt
     store.close()
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     state = store.state
     assert "old" not in state.applied and state.owner_of("old") == CARD, "indexed, not decoded"
     with store.locked() as locked_state:
@@ -185,8 +184,8 @@ def test_start_up_sets_history_aside_until_its_card_is_asked_for(ledger: Path):
 
 def test_a_line_still_being_written_is_left_for_later_not_cut(ledger: Path):
     """Without the lock, a line with no newline yet is someone's write in progress: wait for the rest."""
-    writer = Store.open(ledger, recover=True)
-    reader = Store.open(ledger, recover=False)
+    writer = Store.open(ledger, mode=StoreMode.RECOVER)
+    reader = Store.open(ledger, mode=StoreMode.ATTACH)
     line = Record(
         1,
         "2026-11-23T10:00:00-06:00",
@@ -209,8 +208,8 @@ def test_a_line_still_being_written_is_left_for_later_not_cut(ledger: Path):
 
 def test_catching_up_on_megabytes_of_records_reads_them_all(ledger: Path):
     """More than one read's worth of journal (the reader takes 1 MiB at a time) arrives whole and in order."""
-    writer = Store.open(ledger, recover=True)
-    reader = Store.open(ledger, recover=False)
+    writer = Store.open(ledger, mode=StoreMode.RECOVER)
+    reader = Store.open(ledger, mode=StoreMode.ATTACH)
     for i in range(3000):  # about 1.2 MB of journal
         deposit(writer, "0.01", f"t{i}")
     state = reader.refresh()
@@ -223,7 +222,7 @@ def test_catching_up_on_megabytes_of_records_reads_them_all(ledger: Path):
 
 @pytest.mark.parametrize("how", ["deleted", "renamed-over"])
 def test_a_journal_deleted_or_replaced_under_a_running_store_stops_its_writes(ledger: Path, how: str):
-    store = Store.open(ledger, recover=True)
+    store = Store.open(ledger, mode=StoreMode.RECOVER)
     deposit(store, "1.00", "a")
     journal = journal_path_for(ledger)
     if how == "deleted":
@@ -284,9 +283,8 @@ def test_a_bound_handler_reads_other_cards_records_without_parsing_each_line(tmp
     """Other cards' records reach a handler in bulk (one CRC check per read, not one per line), and still
     give it every id and the last number; a line still being written is left for later."""
     ledger, other = two_card_ledger(tmp_path)
-    writer = Store.open(ledger, recover=True)
-    handler = Store.open(ledger, recover=False)
-    handler.state.eager = False
+    writer = Store.open(ledger, mode=StoreMode.RECOVER)
+    handler = Store.open(ledger, mode=StoreMode.HANDLER)
     handler.state.bind(CARD)
     for i in range(20):
         with writer.locked() as state:
@@ -314,9 +312,8 @@ def test_a_bound_handler_reads_other_cards_records_without_parsing_each_line(tmp
 
 def test_a_bound_handler_still_refuses_a_record_number_that_goes_back(tmp_path: Path):
     ledger, other = two_card_ledger(tmp_path)
-    writer = Store.open(ledger, recover=True)
-    handler = Store.open(ledger, recover=False)
-    handler.state.eager = False
+    writer = Store.open(ledger, mode=StoreMode.RECOVER)
+    handler = Store.open(ledger, mode=StoreMode.HANDLER)
     handler.state.bind(CARD)
     deposit(writer, "1.00", "a")
     handler.refresh()

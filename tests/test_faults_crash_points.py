@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import time
+import traceback
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +28,7 @@ from bank_server import faults
 from bank_server.journal import Record
 from bank_server.ledger import load_ledger
 from bank_server.rules import Limits, decide_movement
-from bank_server.store import Store
+from bank_server.store import Store, StoreMode
 from common.messages import RequestError
 from devtools.bank_process import DemoAccount, write_ledger
 
@@ -46,7 +48,7 @@ def writer(ledger: Path, points: dict[str, float], seed: int, acks) -> None:
     """Run transactions until killed; report each one only once it is durable."""
     faults._POINTS = points
     rng = random.Random(seed)
-    store = Store.open(ledger, recover=False)
+    store = Store.open(ledger, mode=StoreMode.ATTACH)
     for number in range(10_000):
         card = rng.choice(CARDS)
         tipo = rng.choice(("DEPOSITO", "RETIRO"))
@@ -55,7 +57,7 @@ def writer(ledger: Path, points: dict[str, float], seed: int, acks) -> None:
         try:
             with store.locked() as state:
                 fecha = "2026-11-23T10:00:00-06:00"
-                outcome = decide_movement(state, tipo, card, monto, tx_id, fecha, Limits(limite_diario=Decimal(10**9)))
+                outcome = decide_movement(state, tipo, card, monto, tx_id, fecha, Limits(daily_limit=Decimal(10**9)))
                 assert isinstance(outcome, Record)
                 store.commit(outcome)
         except RequestError:
@@ -65,8 +67,18 @@ def writer(ledger: Path, points: dict[str, float], seed: int, acks) -> None:
             store.checkpoint()
 
 
+def reporting_writer(ledger: Path, points: dict[str, float], seed: int, acks) -> None:
+    """The writer process. Its only expected end is a SIGKILL: an exception is sent home with its
+    traceback (after the acks, so the last ack says how far it got) and fails the test."""
+    try:
+        writer(ledger, points, seed, acks)
+    except BaseException:
+        acks.send(("error", traceback.format_exc()))
+        raise
+
+
 def check_recovered(ledger: Path, acked: dict[str, tuple[str, str, str, str]]) -> None:
-    store = Store.open(ledger, recover=True)  # exactly what the server does at start-up
+    store = Store.open(ledger, mode=StoreMode.RECOVER)  # exactly what the server does at start-up
     try:
         state = store.state
         for card in CARDS:
@@ -93,25 +105,41 @@ def check_recovered(ledger: Path, acked: dict[str, tuple[str, str, str, str]]) -
 
 
 def run_writer_until_death(ledger: Path, points: dict[str, float], seed: int, kill_after: float | None) -> list[tuple]:
+    """Run a writer until it dies (by the hook, or killed after ``kill_after`` s), reading its acks meanwhile
+    (a full pipe must not stall it); at most 20 s more, then it is killed and the test fails."""
     receiver, sender = CTX.Pipe(duplex=False)
-    process = CTX.Process(target=writer, args=(ledger, points, seed, sender))
+    process = CTX.Process(target=reporting_writer, args=(ledger, points, seed, sender))
+    acks: list[tuple] = []
+    errors: list[str] = []
     process.start()
     sender.close()
-    if kill_after is not None:
-        process.join(kill_after)
+    started = time.monotonic()
+    kill_at = started + kill_after if kill_after is not None else None
+    deadline = started + (kill_after or 0) + 20
+    ended = False
+    try:
+        while not ended and time.monotonic() < deadline:
+            if kill_at is not None and time.monotonic() >= kill_at:
+                process.kill()
+                kill_at = None
+            wait = min(0.2, max(0.0, kill_at - time.monotonic())) if kill_at is not None else 0.2
+            try:
+                if receiver.poll(wait):
+                    message = receiver.recv()
+                    if message[0] == "error":
+                        errors.append(message[1])
+                    else:
+                        acks.append(message)
+            except (EOFError, OSError):  # its end of the pipe is closed: it is dead and all it sent is read
+                ended = True
+    finally:
         if process.is_alive():
             process.kill()
-    process.join(20)
-    if process.is_alive():
-        process.kill()
-        process.join()
-    acks = []
-    while receiver.poll():
-        try:
-            acks.append(receiver.recv())
-        except EOFError:
-            break
-    receiver.close()
+        process.join(10)
+        receiver.close()
+    last = f"{len(acks)} acks, the last {acks[-1] if acks else None}"
+    assert not errors, f"the writer (seed {seed}) failed instead of being killed ({last}):\n{errors[0]}"
+    assert ended, f"the writer (seed {seed}) neither died nor was killed within 20 s ({last})"
     assert process.exitcode != 0, "the writer should have been killed"
     return acks
 
@@ -119,7 +147,7 @@ def run_writer_until_death(ledger: Path, points: dict[str, float], seed: int, ki
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     path = write_ledger(tmp_path, [DemoAccount(card, "Prueba", str(START), "1234") for card in CARDS])
-    Store.open(path, recover=True).close()
+    Store.open(path, mode=StoreMode.RECOVER).close()
     return path
 
 
