@@ -5,11 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-LOAD_NAMES = {
-    "contrato": "bench/contract_load.py (escrita solo desde PROTOCOL.md)",
-    "proyecto": "BankClient del cajero",
-}
-
 
 def draw(results: dict[str, Any], path: Path) -> None:
     import matplotlib
@@ -36,28 +31,17 @@ def draw(results: dict[str, Any], path: Path) -> None:
     rows = pg.get("by_clients") or {}
     if rows:
         xs = sorted(int(c) for c in rows)
-        ax.plot(
-            xs,
-            [rows[str(c)]["tps"] for c in xs],
-            marker="s",
-            color="black",
-            linewidth=2,
-            label=f"pgbench TPC-B (PostgreSQL, -s {pg.get('scale')})",
-        )
+        label = f"pgbench TPC-B (PostgreSQL, -s {pg.get('scale')})"
+        ax.plot(xs, [rows[str(c)]["tps"] for c in xs], marker="s", color="black", linewidth=2, label=label)
     ticks = sorted(all_atms)
-    _style(
-        ax,
-        ticks,
-        "cajeros (procesos ATM concurrentes) / clientes pgbench",
-        "transacciones durables por segundo",
-        "Depósitos confirmados (fsync) por segundo",
-    )
+    x_label = "cajeros (procesos ATM concurrentes) / clientes pgbench"
+    _style(ax, ticks, x_label, "transacciones durables por segundo", "Depósitos confirmados (fsync) por segundo")
     _style(ax_lat, ticks, "cajeros", "ms", "Ida y vuelta de un DEPOSITAR (p99 —, p50 ···)")
     machine = results.get("machine", {})
     fig.suptitle(
         f"Cajero bench — {machine.get('cpus', '?')} núcleos, {machine.get('cpu_model', '')}; "
         f"commit {results.get('commit', '?')[:10]}; {results.get('started_utc', '')}; "
-        f"carga: {LOAD_NAMES.get(results.get('params', {}).get('load', 'proyecto'), '?')}",
+        "carga: bench/contract_load.py (cliente escrito solo desde PROTOCOL.md)",
         fontsize=9,
     )
     fig.tight_layout()
@@ -71,8 +55,6 @@ def _style(axes: Any, ticks: list[int], xlabel: str, ylabel: str, title: str) ->
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.set_xticks(ticks, [str(t) for t in ticks])
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="best")

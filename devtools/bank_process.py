@@ -1,8 +1,11 @@
-"""Start a real bank server process on a fresh folder, for tests and benchmarks.
+"""Start a real bank server process on a fresh folder, for the tests, the bench and the screenshot script.
 
-The server runs exactly as an administrator starts it (``python -m
-bank_server PORT``), on 127.0.0.1 and a free port, in its own process
-group so that a test can SIGKILL the whole server at once.
+Why a real process: the guarantees under test (durability across kills, one handler process per
+ATM, the acceptor's connection cap, what the log says) live in how the server runs, so it runs
+exactly as an administrator starts it (``python -m bank_server PORT``), on 127.0.0.1 and a free
+port, in its own process group so that a test can SIGKILL the whole server at once. Imports of
+the ATM's own client are lazy: the bench, which measures with the independent client only, never
+loads ``atm_gui``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from atm_gui.bank_client import BankClient
-from bank_server.ledger import load_ledger
+if TYPE_CHECKING:
+    from atm_gui.bank_client import BankClient
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PSK = bytes(range(32))
@@ -130,6 +133,9 @@ class RunningBank:
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     def client(self, timeout: float = 10.0) -> BankClient:
+        """The project's own client (``atm_gui``), connected: imported here so the bench never loads it."""
+        from atm_gui.bank_client import BankClient
+
         client = BankClient("127.0.0.1", self.port, self.psk, timeout=timeout)
         client.connect()
         return client
@@ -183,29 +189,3 @@ def start_bank(
     if not (folder / "llave.key").exists():
         write_key(folder)
     return RunningBank(folder, list(extra_args)).start()
-
-
-def run_independent_load(
-    folder: Path, accounts: list[DemoAccount], window: float, amount: str, extra_args: tuple[str, ...] = ()
-) -> tuple[RunningBank, dict[str, Any]]:
-    """A bank on ``accounts``, one independent ATM per account for ``window`` s, a clean stop; then the
-    books: every balance in ``cuenta.txt`` is the opening one plus what the ATMs saw acknowledged."""
-    from bench import contract_load  # the client that never saw the server's code
-
-    bank = start_bank(folder, accounts, extra_args=extra_args)
-    try:
-        report = contract_load.run(
-            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], len(accounts), 0.3, window, amount
-        )
-    finally:
-        assert bank.stop() == 0
-    assert contract_load.succeeded(report), report["errores"]
-    assert report["errores"] == {} and report["depositos_en_duda"] == {}
-    assert report["ok_en_ventana"] > 0
-    ledger, errors = load_ledger(bank.ledger_path)
-    assert errors == []
-    for account in accounts:
-        expected = Decimal(account.saldo) + Decimal(report["depositado"][account.tarjeta])
-        assert ledger.accounts[account.tarjeta].saldo == expected, account.tarjeta
-        assert Decimal(report["saldos"][account.tarjeta]["final"]) == expected
-    return bank, report

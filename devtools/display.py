@@ -1,10 +1,12 @@
-"""A virtual screen for the window tests, and the real key presses they type.
+"""A virtual screen for the window tests and the screenshot script, and the real key presses they type.
 
-``start_xvfb`` runs Xvfb on a free display number (``-displayfd``), so the
-tests never open windows on a developer's desktop. The ``display``
-fixture (in ``conftest.py``) falls back to ``$DISPLAY`` and otherwise
-skips, saying why. ``.ci/run`` installs the Debian packages ``xvfb`` and
-``xdotool`` so that on CI these tests always run.
+Why: the ATM is a real Tk window, and it is tested (and photographed for the docs) the way a
+customer uses it, with real key presses, never by calling its code. ``start_xvfb`` runs Xvfb
+on a free display number (``-displayfd``), so nothing ever opens on a developer's desktop. The
+``display`` fixture (in ``tests/conftest.py``) falls back to ``$DISPLAY`` and otherwise skips,
+saying why; ``.ci/run`` installs the Debian packages ``xvfb`` and ``xdotool`` so that on CI these
+tests always run. ``docs/screenshots/capture.py`` uses only ``start_xvfb``; pytest is imported
+for ``require_xdotool``'s skip, and is installed wherever the project's requirements are.
 """
 
 from __future__ import annotations
@@ -28,27 +30,27 @@ def start_xvfb() -> tuple[subprocess.Popen[bytes], str] | None:
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         return None
-    leer, escribir = os.pipe()
+    read_end, write_end = os.pipe()
     proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(escribir), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-        pass_fds=(escribir,),
+        [xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    os.close(escribir)
-    numero = b""
+    os.close(write_end)
+    number = b""  # Xvfb writes the display number it took, then a newline
     deadline = time.monotonic() + 15
-    while not numero.endswith(b"\n") and time.monotonic() < deadline:
-        chunk = os.read(leer, 16)
+    while not number.endswith(b"\n") and time.monotonic() < deadline:
+        chunk = os.read(read_end, 16)
         if not chunk:
             break
-        numero += chunk
-    os.close(leer)
-    if not numero.strip():
+        number += chunk
+    os.close(read_end)
+    if not number.strip():
         proc.kill()
         proc.wait(5)
         return None
-    return proc, f":{numero.decode().strip()}"
+    return proc, f":{number.decode().strip()}"
 
 
 def require_xdotool() -> None:
@@ -64,8 +66,8 @@ def xdotool(display: str, *args: str) -> str:
 
 def press(display: str, *steps: str) -> None:
     """Real key presses into the Cajero window: ``"Return"``/``"Escape"`` are keys, anything else is typed."""
-    ventana = xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
-    xdotool(display, "windowfocus", "--sync", ventana)
+    window = xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
+    xdotool(display, "windowfocus", "--sync", window)
     time.sleep(0.3)
     for step in steps:
         if step in ("Return", "Escape", "BackSpace"):
@@ -95,22 +97,22 @@ def stop_process(process: subprocess.Popen) -> str:
 def bank_state(bank: RunningBank, card: str = CARD, pin: str = PIN) -> dict[str, Any]:
     with bank.client() as client:
         assert client.request({"op": "IDENTIFICAR", "tarjeta": card, "pin": pin})["ok"] is True
-        saldo = client.request({"op": "CONSULTAR"})["saldo"]
-        movimientos = client.request({"op": "MOVIMIENTOS", "n": 10})["movimientos"]
+        balance = client.request({"op": "CONSULTAR"})["saldo"]
+        movements = client.request({"op": "MOVIMIENTOS", "n": 10})["movimientos"]
         client.request({"op": "SALIR"})
-    return {"saldo": saldo, "movimientos": movimientos}
+    return {"saldo": balance, "movimientos": movements}
 
 
 def assert_must_show_at_the_bank(bank: RunningBank, timeout: float = 20.0) -> None:
     """The bank holds a 500.00 deposit and then a 200.00 withdrawal on the demo card."""
     deadline = time.monotonic() + timeout
     while True:
-        estado = bank_state(bank)
-        if len(estado["movimientos"]) >= 2 or time.monotonic() > deadline:
+        state = bank_state(bank)
+        if len(state["movimientos"]) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(0.3)
-    assert [(m["tipo"], m["monto"]) for m in estado["movimientos"][:2]] == [
+    assert [(m["tipo"], m["monto"]) for m in state["movimientos"][:2]] == [
         ("RETIRO", "200.00"),
         ("DEPOSITO", "500.00"),
     ]
-    assert Decimal(estado["saldo"]) == Decimal("234444.00") + 500 - 200
+    assert Decimal(state["saldo"]) == Decimal("234444.00") + 500 - 200

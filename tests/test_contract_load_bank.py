@@ -1,5 +1,6 @@
-"""The independent load generator (``bench/contract_load.py``, written from PROTOCOL.md alone) against
-the real server: every deposit it saw acknowledged is in ``cuenta.txt`` after a clean stop, to the cent.
+"""The independent load generator (``bench/contract_load.py`` over ``devtools/contract_client.py``, written
+from PROTOCOL.md alone) against the real server: every deposit it saw acknowledged is in ``cuenta.txt``
+after a clean stop, to the cent.
 
 This is what the bench's throughput figures rest on; if the server and a client that never saw its
 code stopped agreeing on a single byte, this fails before any figure is published.
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.bank_process import DemoAccount, run_independent_load
+from devtools.bank_process import DemoAccount
+from tests.independent_load import run_independent_load
 
 CARDS = [DemoAccount(f"40000000000000{i:02d}", f"Cliente {i}", "1000.00", f"{1000 + i}") for i in range(4)]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
-from devtools.bank_process import DemoAccount, run_independent_load
+from devtools.bank_process import DemoAccount
+from tests.independent_load import run_independent_load
 
 fcntl = pytest.importorskip("fcntl", reason="group commit needs fcntl.flock (POSIX)")
 
@@ -112,6 +113,6 @@ def test_concurrent_atms_share_syncs_and_every_deposit_is_in_the_ledger(tmp_path
         if "fdatasync propios" in line:
             words = line.split()
             own, shared = own + int(words[-5].rstrip(",")), shared + int(words[-1])
-    deposits = sum(int(Decimal(v)) for v in report["depositado"].values())
+    deposits = sum(int(Decimal(v)) for v in report["deposited"].values())
     assert own + shared == deposits, "every deposit was made durable once, one way or the other"
     assert shared > 0, "with 12 ATMs writing at once, some records ride on another handler's sync"
