@@ -15,57 +15,82 @@ alone says so.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
 import signal
 import time
 import uuid
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from atm_gui.bank_client import BankClient, BankError
+from atm_gui.bank_client import BankClient, BankError, BankWrongKey
 from bank_server.ledger import load_ledger
 from devtools.bank_process import TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.workers import Progress, Workers
 
 CARDS = [f"80000000000000{i:02d}" for i in range(5)]
 START = Decimal("300.00")
 PIN = "2580"
+GIVE_UP = 30.0  # s after the workload's end: an ATM still without a definite answer fails with what it saw
 CTX = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL of a process group is POSIX")
 
 
-def atm(port: int, seed: int, until: float, results) -> None:  # results: multiprocessing Queue
+def atm(progress: Progress, port: int, seed: int, until: float) -> tuple[list[tuple], int]:
+    """One ATM process (run by ``devtools.workers``): its outcomes and how many times it reconnected.
+
+    Retries are for a lost connection only, and only until ``until + GIVE_UP``; a refusal
+    (IDENTIFICAR not ok, an unexpected error code, the wrong key) fails at once."""
     rng = random.Random(seed)
     card = CARDS[seed % len(CARDS)]
+    give_up = until + GIVE_UP
     client: BankClient | None = None
     outcomes = []
     retries = 0
 
     def session() -> BankClient:
+        attempts = 0
         while True:
+            attempts += 1
             try:
+                progress.note(f"connecting and identifying {card} (attempt {attempts})", progress.last)
                 fresh = BankClient("127.0.0.1", port, TEST_PSK, timeout=5)
                 fresh.connect()
                 answer = fresh.request({"op": "IDENTIFICAR", "tarjeta": card, "pin": PIN})
+                progress.note(f"identified {card} (attempt {attempts})", answer)
                 assert answer["ok"], answer
                 return fresh
-            except BankError:
+            except BankWrongKey:
+                raise
+            except BankError as exc:
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"no session for {card} after {attempts} attempts; last: {exc!r}") from exc
                 time.sleep(0.05)
 
     while time.monotonic() < until:
         op = rng.choice(("DEPOSITAR", "RETIRAR"))
         request = {"op": op, "monto": f"{rng.randint(1, 9000) / 100:.2f}", "id": uuid.uuid4().hex}
+        attempts = 0
         while True:  # until this request has a definite answer
+            attempts += 1
             try:
                 client = client or session()
+                progress.note(f"{op} {request['monto']} id {request['id']} (attempt {attempts})", progress.last)
                 answer = client.request(request)
+                progress.note(f"{op} {request['monto']} id {request['id']} answered", answer)
                 break
-            except BankError:
+            except BankWrongKey:
+                raise
+            except BankError as exc:
                 client = None
                 retries += 1
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"no answer to {request} after {attempts} attempts; last: {exc!r}") from exc
         if answer["ok"]:
             outcomes.append(("applied", op, card, request["monto"], request["id"]))
         else:
@@ -73,23 +98,32 @@ def atm(port: int, seed: int, until: float, results) -> None:  # results: multip
             outcomes.append(("refused", op, card, request["monto"], request["id"]))
     if client is not None:
         client.close()
-    results.put((outcomes, retries))
+    return outcomes, retries
+
+
+def server_report(bank: RunningBank) -> str:
+    """For a failure: where the handlers wait (Linux) and the end of the server's stderr and log."""
+    lines = []
+    with contextlib.suppress(Exception):
+        waits = Counter(Path(f"/proc/{pid}/wchan").read_text() or "running" for pid in bank.handler_pids())
+        lines.append(f"live handlers, by kernel wait: {dict(waits)}")  # futex_do_wait: blocked on a semaphore
+    for name, text in (("servidor.err", bank.stderr_text()), ("banco.log", _read(bank.folder / "banco.log"))):
+        lines.append(f"{name} (last 30 lines):\n" + "\n".join(text.splitlines()[-30:]))
+    return "\n".join(lines)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
 def run_workload(bank: RunningBank, seconds: float, disturb) -> tuple[list[tuple], int]:
-    results = CTX.Queue()
     until = time.monotonic() + seconds
-    atms = [CTX.Process(target=atm, args=(bank.port, seed, until, results)) for seed in range(10)]
-    for process in atms:
-        process.start()
-    try:
+    with Workers(CTX) as workers:  # on the way out, whatever happened, every ATM process is ended
+        for seed in range(10):
+            workers.start(f"atm {seed}", atm, bank.port, seed, until)
         bank = disturb(bank, until)
-        collected = [results.get(timeout=60) for _ in atms]
-    finally:
-        for process in atms:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
+        workers.context = lambda: server_report(bank)
+        collected = workers.results(deadline=max(until + GIVE_UP, time.monotonic()) + 15)
     outcomes = [o for batch, _ in collected for o in batch]
     retries = sum(r for _, r in collected)
     assert bank.stop() == 0

@@ -46,27 +46,58 @@ CENT = Decimal("0.01")
 # -- fixtures and helpers ----------------------------------------------------------------------------------------
 @dataclass
 class AtmProcess:
-    """One ATM process; a thread collects its JSON lines as they come (even if the bank dies)."""
+    """One ATM process; threads collect its JSON lines as they come (even if the bank dies) and its stderr.
+
+    ``wait`` fails with a report (which ATM, what it did last, what it wrote to stderr) if the ATM does
+    not finish in time, crashed (a traceback) or wrote a line that is not JSON; ``end`` kills it if alive.
+    """
 
     process: subprocess.Popen
+    what: str = ""
     lines: list[dict[str, Any]] = field(default_factory=list)
-    reader: threading.Thread | None = None
+    garbled: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             if line.strip():
-                self.lines.append(json.loads(line))
+                try:
+                    self.lines.append(json.loads(line))
+                except ValueError:
+                    self.garbled.append(line)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
 
     def wait(self, timeout: float = 60) -> list[dict[str, Any]]:
-        self.process.wait(timeout)
-        assert self.reader is not None
-        self.reader.join(10)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.end()
+            raise AssertionError(self.report(f"did not finish in {timeout:.0f} s (killed)")) from None
+        for reader in self.readers:
+            reader.join(10)
+        if self.garbled or any("Traceback" in line for line in self.stderr):
+            raise AssertionError(self.report("crashed or wrote something that is not a JSON line"))
         return self.lines
+
+    def report(self, how: str) -> str:
+        return (
+            f"ATM process {self.what} {how}; exit code {self.process.poll()}, {len(self.lines)} answers, "
+            f"the last ones {self.lines[-2:]}\nnot JSON: {self.garbled[-3:]}\nstderr:\n{''.join(self.stderr[-40:])}"
+        )
 
     def acked(self) -> list[dict[str, Any]]:
         return [line for line in list(self.lines) if line.get("respuesta", {}).get("ok") is True]
@@ -75,6 +106,20 @@ class AtmProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def wait_all(atms: list[AtmProcess], timeout: float) -> list[list[dict[str, Any]]]:
+    """Every ATM's lines, all within one ``timeout``; or one failure with the report of every ATM that failed."""
+    deadline = time.monotonic() + timeout
+    results: list[list[dict[str, Any]]] = []
+    failures: list[str] = []
+    for atm in atms:
+        try:
+            results.append(atm.wait(max(0.1, deadline - time.monotonic())))
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, f"{len(failures)} of {len(atms)} ATM processes failed:\n" + "\n".join(failures)
+    return results
 
 
 def start_atm(
@@ -86,9 +131,9 @@ def start_atm(
     for monto, tx_id in pairs:
         command += ["--monto", monto, "--id", tx_id]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        command, cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    return AtmProcess(process)
+    return AtmProcess(process, what=f"{op} x{len(pairs)} on {account.tarjeta}")
 
 
 def session(bank: RunningBank, account: DemoAccount, pin: str | None = None) -> AtmClient:
@@ -231,7 +276,7 @@ def test_sixteen_atm_processes_deposit_into_one_account(make_bank: Callable[...,
     plans = [[(cents(rng), f"atm{a}-{uuid.uuid4().hex}") for _ in range(25)] for a in range(16)]
     atms = [start_atm(bank, GUSTAVO, plan) for plan in plans]
     try:
-        results = [atm.wait(90) for atm in atms]
+        results = wait_all(atms, 90)
     finally:
         for atm in atms:
             atm.end()
@@ -256,7 +301,7 @@ def test_concurrent_withdrawals_never_overdraw(make_bank: Callable[..., RunningB
     plans = [[("10.00", uuid.uuid4().hex) for _ in range(12)] for _ in range(8)]
     atms = [start_atm(bank, JUAN, plan, op="RETIRAR") for plan in plans]
     try:
-        results = [line for atm in atms for line in atm.wait(90)]
+        results = [line for lines in wait_all(atms, 90) for line in lines]
     finally:
         for atm in atms:
             atm.end()
@@ -350,7 +395,7 @@ def test_same_ids_from_many_atm_processes_apply_once(make_bank: Callable[..., Ru
     plan = [(cents(rng), uuid.uuid4().hex) for _ in range(10)]
     atms = [start_atm(bank, MARIA, plan if i % 2 else list(reversed(plan))) for i in range(8)]
     try:
-        results = [line for atm in atms for line in atm.wait(90)]
+        results = [line for lines in wait_all(atms, 90) for line in lines]
     finally:
         for atm in atms:
             atm.end()
@@ -441,8 +486,7 @@ def test_kill_during_deposits_loses_no_acknowledged_one(make_bank: Callable[...,
         while sum(len(atm.acked()) for _, atm in atms) < 60 and time.monotonic() < deadline:
             time.sleep(0.02)
         bank.kill()  # SIGKILL of the acceptor and every handler at once, mid-traffic
-        for _, atm in atms:
-            atm.wait(30)
+        wait_all([atm for _, atm in atms], 30)
     finally:
         for _, atm in atms:
             atm.end()
@@ -481,8 +525,7 @@ def test_graceful_stop_under_load_leaves_every_acknowledged_deposit_in_cuenta_tx
         while sum(len(atm.acked()) for atm in atms) < 40 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert bank.stop() == 0
-        for atm in atms:
-            atm.wait(30)
+        wait_all(atms, 30)
     finally:
         for atm in atms:
             atm.end()
