@@ -1,8 +1,9 @@
-"""The cryptography of ATM1: session keys, server proof, records.
+"""Records (ATM1 and ATM2 alike), and the ATM1 key schedule and server proof.
 
 AES and HKDF come from pycryptodome, HMAC-SHA256 from the standard library
 (OpenSSL underneath); this module only wires them the way PROTOCOL.md
-sections 3 and 4 say. Nothing here keeps a socket or
+sections 3 and 4 say (ATM2's key schedule is in ``common.handshake``; its
+records are these, unchanged). Nothing here keeps a socket or
 decides what to do on failure: an ``open`` that fails raises
 ``RemoteProtocolError`` and the caller closes the connection.
 """
@@ -20,7 +21,7 @@ from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 from Crypto.Util.Padding import pad, unpad
 
-from common.errors import RemoteProtocolError
+from common.errors import IntegrityError, RemoteProtocolError
 
 MAGIC = b"ATM1"
 NONCE_SIZE = 32
@@ -131,7 +132,7 @@ class RecordOpener:
         tag = payload[-TAG_SIZE:]
         expected = hmac_sha256(self._mac_key, _SEQ.pack(self.seq) + iv + ciphertext)
         if not hmac.compare_digest(expected, tag):
-            raise RemoteProtocolError(f"record {self.seq} failed its integrity check")
+            raise IntegrityError(f"record {self.seq} failed its integrity check")
         padded = _xor(self._ecb.decrypt(ciphertext), iv + ciphertext[:-BLOCK])
         try:
             plaintext = unpad(padded, BLOCK)
