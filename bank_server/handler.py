@@ -6,11 +6,12 @@ handler then loads the state from disk; with ``fork`` it also carries the
 acceptor's ``Store`` already loaded (cheap: copy-on-write), whose file
 handles the handler reopens on first use.
 
-Stopping: the acceptor sets ``stop`` (a multiprocessing Event, portable
-where signals to children are not). The loop checks it between requests,
+Stopping: the acceptor sets ``stop`` (a ``StopFlag``: one shared byte with
+no lock, so a handler killed while reading it blocks nobody; portable where
+signals to children are not). The loop checks it between requests,
 so the request in hand always finishes and is answered. Ctrl+C in the
 terminal reaches every process of the group; handlers ignore it and wait
-for the event instead, so no request is cut in half by a KeyboardInterrupt.
+for the flag instead, so no request is cut in half by a KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bank_server.config import ServerConfig
 from bank_server.conversation import Conversation
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
 from bank_server.logs import setup_logging
+from bank_server.stop_flag import StopFlag
 from bank_server.store import Store, StoreMode
 from common.connection import Event, HandshakeComplete, MessageReceived, ServerConnection
 from common.errors import RemoteProtocolError
@@ -57,7 +59,7 @@ class HandlerStart:
     config: ServerConfig
     sock: socket.socket  # the ATM's connection
     peer: str  # "host:port", for the log
-    stop: Any  # a multiprocessing Event, set when the server stops
+    stop: StopFlag  # set by the acceptor when the server stops
     accepted_at: float  # monotonic, system-wide: starts the handshake clock, wait for a slot included
     sync_words: Any = None  # the group commit's shared words (``SyncBoard``); None: every writer syncs itself
     inherited: Inheritance | None = None  # only under ``fork``

@@ -35,6 +35,7 @@ from bank_server.group_commit import SyncBoard
 from bank_server.handler import HandlerStart, Inheritance, handler_main
 from bank_server.logs import setup_logging
 from bank_server.maintenance import StorageMaintenance
+from bank_server.stop_flag import StopFlag
 from bank_server.store import Store, StoreMode
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Acceptor:
         self.psk = psk
         self.server_lock = server_lock
         self.ctx = multiprocessing.get_context(config.start_method)
-        self.stop_event = self.ctx.Event()
+        self.stop_flag = StopFlag(self.ctx)
         self.sync_board = SyncBoard.create(self.ctx, config.ledger) if SyncBoard.available() else None
         self.handlers: list[Any] = []
         self.waiting: deque[tuple[float, socket.socket, str]] = deque()
@@ -130,7 +131,7 @@ class Acceptor:
             self.config,
             sock,
             peer,
-            self.stop_event,
+            self.stop_flag,
             accepted_at,
             self.sync_board.words if self.sync_board is not None else None,
             inherited,
@@ -163,7 +164,7 @@ class Acceptor:
         for _, sock, _ in self.waiting:
             sock.close()
         self.waiting.clear()
-        self.stop_event.set()
+        self.stop_flag.set()
         deadline = time.monotonic() + self.config.grace
         while self.handlers and time.monotonic() < deadline:
             self.reap()
