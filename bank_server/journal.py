@@ -43,6 +43,7 @@ from typing import BinaryIO, NamedTuple
 
 from bank_server import faults
 from bank_server.ledger import Account, fast_account, parse_account
+from common.files import replace_atomically
 from common.money import AmountError, format_amount, parse_ledger_amount
 
 HEADER_RE = re.compile(rb"# cajero-diario libro=([0-9a-f]{32})\n")
@@ -169,38 +170,21 @@ def sync_fd(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
-def fsync_directory(folder: Path) -> None:
-    """Make a rename or a new file in ``folder`` durable (no-op where unsupported, as on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_atomically(path: Path, data: bytes, tmp_suffix: str = ".tmp") -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole.
 
     Writers that do not hold the ledger lock pass their own ``tmp_suffix``
-    so that two of them never write the same temporary file.
+    so that two of them never write the same temporary file. The crash
+    points let the crash tests die half-way through a checkpoint.
     """
-    tmp = path.with_name(path.name + tmp_suffix)
-    with open(tmp, "wb") as handle:
-        if faults.triggered("checkpoint_temporal"):
+    if faults.triggered("checkpoint_temporal"):
+        with open(path.with_name(path.name + tmp_suffix), "wb") as handle:
             handle.write(data[: len(data) // 2])
             handle.flush()
-            faults.die()
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    faults.crash_point("checkpoint_antes_de_reemplazar")
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
+        faults.die()
+    replace_atomically(
+        path, data, tmp_suffix, before_replace=lambda: faults.crash_point("checkpoint_antes_de_reemplazar")
+    )
 
 
 def create_journal(path: Path, libro: str) -> None:

@@ -69,7 +69,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,6 +78,7 @@ from typing import Any, BinaryIO, TypeVar
 import portalocker
 from Crypto.Cipher import AES
 
+from common.files import create_new, replace_atomically
 from common.handshake import MAX_VERSION, TERMINAL_KEY_SIZE, is_valid_terminal_id, is_valid_version
 from common.keys import TerminalKey, format_terminal_key_file
 
@@ -170,9 +171,8 @@ def write_key_file(path: Path, key: TerminalKey) -> None:
     the check and the creation are one step, and two operators cannot
     race into two keys for one file. The text is ``common.keys``'s.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        create_new(path, format_terminal_key_file(key).encode("utf-8"))
     except FileExistsError:
         raise TerminalRegistryError(
             f"{path}: ya existe; no se sobrescribe un archivo de llave. Elija otro con --salida, "
@@ -180,15 +180,6 @@ def write_key_file(path: Path, key: TerminalKey) -> None:
         ) from None
     except OSError as exc:
         raise TerminalRegistryError(f"{path}: no se pudo crear el archivo de llave ({exc.strerror}).") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(format_terminal_key_file(key).encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        _unlink_quietly(path)
-        raise TerminalRegistryError(f"{path}: no se pudo escribir el archivo de llave ({exc.strerror}).") from None
-    _fsync_directory(path.parent)
 
 
 # -- internal values ------------------------------------------------------------------
@@ -734,20 +725,6 @@ def _stat_signature(path: Path) -> Signature | None:
         raise TerminalRegistryError(f"{path}: no se pudo consultar ({exc.strerror or exc}).") from None
 
 
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
@@ -757,47 +734,17 @@ def _unlink_quietly(path: Path) -> None:
 
 def _create_new_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a new 0600 file ``path`` and sync it; refuse to overwrite."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        create_new(path, data)
     except FileExistsError:
         raise TerminalRegistryError(f"{path}: ya existe; no se sobrescribe. Elija otro nombre.") from None
     except OSError as exc:
         raise TerminalRegistryError(f"{path}: no se pudo crear ({exc.strerror}).") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_directory(path.parent)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a crash leaves the old or the new whole file, never readable by others.
-
-    Only called under the lock, so one temporary name is enough; a
-    leftover from a killed writer is removed first.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    _unlink_quietly(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    for attempt in _replace_attempts():
-        try:
-            os.replace(tmp, path)
-            break
-        except PermissionError:  # Windows: a reader has the file open for a moment
-            if attempt is None:
-                raise
-            time.sleep(attempt)
-    _fsync_directory(path.parent)
-
-
-def _replace_attempts() -> Iterator[float | None]:
-    yield from [0.01] * 50
-    yield None
+    """Replace ``path`` with ``data`` (only called under the registry lock, so one temporary name is enough)."""
+    replace_atomically(path, data)
 
 
 # -- line formats ---------------------------------------------------------------------

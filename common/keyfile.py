@@ -7,11 +7,11 @@ file and the line but never echo the line, since it may hold most of a key.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from common.errors import KeyFileError
+from common.files import create_new
 
 DEFAULT_KEY_FILE = "llave.key"
 KEY_BYTES = 32
@@ -58,14 +58,11 @@ def write_new_key(path: Path) -> None:
     """
     key_hex = secrets.token_bytes(KEY_BYTES).hex()
     content = f"# Llave compartida del banco Cajero: cópiela a cada cajero y no la publique.\n{key_hex}\n"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        create_new(path, content.encode("utf-8"))
     except FileExistsError:
         raise KeyFileError(
             f"{path}: ya existe; no se sobrescribe una llave. Bórrela a mano si de verdad quiere otra."
         ) from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
+    except OSError as exc:
+        raise KeyFileError(f"{path}: no se pudo crear la llave ({exc.strerror}).") from None

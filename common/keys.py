@@ -23,24 +23,19 @@ rotation: the old file or the new one, never half of either);
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import glob
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import KeyFileError
+from common.files import create_new, replace_atomically
 from common.handshake import MAGIC, MAX_VERSION, TERMINAL_KEY_SIZE, is_valid_terminal_id, is_valid_version
 
 DEFAULT_KEY_FILE = "llave.key"
 KEY_FILE_MODE = 0o600
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL = re.compile(r"[0-9]{1,10}")
-_TEMP_SUFFIX = ".tmp"
 
 ATM_KEY_LINE = "ATM2 <identificador del cajero> <versión> <64 dígitos hexadecimales>"
 ASK_THE_BANK = "Pida al banco el archivo de llave de este cajero."
@@ -161,53 +156,12 @@ def write_terminal_key(path: Path, key: TerminalKey) -> None:
     that the next write removes.
     """
     path = Path(path)
-    folder = path.parent
-    _remove_stale_temporaries(path)
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=folder)
+        replace_atomically(path, format_terminal_key_file(key).encode("utf-8"), mode=KEY_FILE_MODE)
     except OSError as exc:
         raise KeyFileError(
             f"{path}: no se pudo guardar la llave nueva ({exc.strerror}); se sigue usando la anterior."
         ) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), KEY_FILE_MODE)
-            handle.write(format_terminal_key_file(key).encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise KeyFileError(
-            f"{path}: no se pudo guardar la llave nueva ({exc.strerror}); se sigue usando la anterior."
-        ) from None
-    _sync_folder(folder)
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Temporary files a killed writer left behind (they hold a key: do not leave them lying around)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{_TEMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-
-
-def _sync_folder(folder: Path) -> None:
-    """fsync a directory so a rename in it is durable; Windows cannot open one, and some filesystems refuse."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise KeyFileError(f"{folder}: no se pudo sincronizar la carpeta de la llave ({exc.strerror}).") from None
-    finally:
-        os.close(fd)
 
 
 # -- the bank key -----------------------------------------------------------------------------------
@@ -245,23 +199,10 @@ def create_bank_key(path: Path) -> bytes:
         "# Llave del banco: de ella dependen los PIN de cuenta.txt. Secreta: nunca junto a las copias del libro.\n"
         f"{key.hex()}\n"
     )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags, KEY_FILE_MODE)
+        create_new(path, content.encode("utf-8"), KEY_FILE_MODE)
     except FileExistsError:
         raise KeyFileError(f"{path}: ya existe; no se sobrescribe la llave del banco.") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: no se pudo crear la llave del banco ({exc.strerror}).") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), KEY_FILE_MODE)
-            handle.write(content.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:  # a half-written key file would block every later attempt: remove it
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise KeyFileError(f"{path}: no se pudo escribir la llave del banco ({exc.strerror}).") from None
-    _sync_folder(path.parent)
     return key

@@ -488,7 +488,7 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
     path.write_text(f"ATM2 SUC-01 1 {HEX}\n", encoding="utf-8")
     if os.name != "nt":
         path.chmod(0o644)
-    stray = tmp_path / ".llave.key.abc123.tmp"  # what a writer killed mid-way leaves
+    stray = tmp_path / "llave.key.tmp"  # what a writer killed mid-way leaves
     stray.write_text("medio archivo", encoding="utf-8")
     unrelated = tmp_path / ".otra.key.abc123.tmp"
     unrelated.write_text("no es nuestro", encoding="utf-8")
