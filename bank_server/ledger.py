@@ -18,6 +18,7 @@ it as the comment it is.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -79,6 +80,9 @@ class Ledger:
     layout: list[tuple[str, str]] = field(default_factory=list)
     libro: str | None = None
     diario: int = 0
+    # Lines that load but that an administrator should fix (``verificar`` reports them): today, holder
+    # names with control characters. Kept apart from the errors so the bank still starts on them.
+    notices: list[LedgerError] = field(default_factory=list)
 
 
 def _validate_titular(titular: str) -> str | None:
@@ -87,13 +91,80 @@ def _validate_titular(titular: str) -> str | None:
     return None
 
 
+# -- holder names that attack whoever reads them (issue 11, attack item 6) ----------------------------
+#
+# LEDGER.md lets a holder name be "any text without |, CR or LF", so the bank must go on loading a
+# ledger whose names hold control characters: refusing to start would let one bad name stop every
+# ATM. But such a name printed raw can drive the administrator's terminal (ESC starts ANSI and OSC
+# sequences: colours, cursor moves, a rewritten window title or clipboard) or reverse what follows it
+# (U+202E RIGHT-TO-LEFT OVERRIDE, the "Trojan Source" trick). So: ``crear`` refuses them,
+# ``verificar`` reports them with file and line, and ``listar`` and ``cajeros`` print them escaped.
+#
+# Refused: every Unicode control (Cc: C0, DEL, C1, tab included), every format character (Cf: bidi
+# embeddings, overrides and isolates, LRM/RLM, invisible spaces and operators, tags, BOM), the line
+# and paragraph separators (Zl, Zp), and lone surrogates (Cs: what a command-line argument that is not
+# UTF-8 becomes). Kept: ZWNJ and ZWJ (U+200C, U+200D), which some scripts need inside names.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_ALLOWED_FORMAT = frozenset("\u200c\u200d")
+_MAX_LISTED_CODES = 5
+
+
+def is_unsafe_char(char: str) -> bool:
+    """True for one character that may alter a terminal or the order of the text shown after it."""
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _ALLOWED_FORMAT
+
+
+def unsafe_characters(text: str) -> list[str]:
+    """The characters of ``text`` that ``is_unsafe_char`` refuses, in order (empty for almost every name).
+
+    ``str.isprintable`` is one C loop and true for ordinary names, accents included: the per-character
+    look-up runs only for the rare text that is not, so checking 100,000 names at start-up costs little.
+    """
+    if text.isprintable():
+        return []
+    return [char for char in text if is_unsafe_char(char)]
+
+
+def escape_unsafe(text: str) -> str:
+    """``text`` with each unsafe character written as a Python-style escape (``\\x1b``, ``\\u202e``).
+
+    For every listing an administrator reads in a terminal: the name is shown, but cannot act.
+    """
+    if not unsafe_characters(text):
+        return text
+    out = []
+    for char in text:
+        if not is_unsafe_char(char):
+            out.append(char)
+        elif (code := ord(char)) < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def titular_warning(titular: str) -> str | None:
+    """Why ``titular`` should not be used (Spanish, naming the characters, never echoing them raw); else None."""
+    unsafe = unsafe_characters(titular)
+    if not unsafe:
+        return None
+    codes = list(dict.fromkeys(f"U+{ord(c):04X}" for c in unsafe))
+    listed = ", ".join(codes[:_MAX_LISTED_CODES]) + (", …" if len(codes) > _MAX_LISTED_CODES else "")
+    return (
+        f'el titular "{escape_unsafe(titular)[:80]}" tiene caracteres de control o invisibles ({listed}), '
+        "que al mostrarlo pueden alterar la terminal o invertir el orden del texto"
+    )
+
+
 # One pattern for a whole well-formed line: the fast path that keeps start-up with
 # 100,000 accounts well under a second. Anything it rejects goes through
 # ``parse_account``, which says exactly what is wrong.
 _SP = "[ \t]*"
 _LINE = re.compile(
     rf"{_SP}([0-9]{{12,19}}){_SP}\|([^|\r\n]*)\|{_SP}([0-9]{{1,{MAX_LEDGER_DIGITS}}}\.[0-9]{{2}}){_SP}\|"
-    rf"{_SP}(scrypt\$([0-9]+\$[0-9]+\$[0-9]+)\$(?:[0-9a-fA-F]{{2}}){{16,}}\$[0-9a-fA-F]{{64}}){_SP}\|{_SP}([0-3]){_SP}"
+    rf"{_SP}(scrypt(?:-p)?\$([0-9]+\$[0-9]+\$[0-9]+)\$(?:[0-9a-fA-F]{{2}}){{16,}}\$[0-9a-fA-F]{{64}}){_SP}\|{_SP}([0-3]){_SP}"
 )
 _GOOD_PARAMS: set[str] = set()
 
@@ -168,6 +239,10 @@ def parse_ledger(data: bytes, path: str) -> tuple[Ledger, list[LedgerError]]:
             continue
         ledger.accounts[account.tarjeta] = account
         ledger.layout.append(("account", account.tarjeta))
+        if warning := titular_warning(account.titular):
+            ledger.notices.append(
+                LedgerError(path, number, warning + "; corríjalo en el archivo con el banco detenido")
+            )
     return ledger, errors
 
 
