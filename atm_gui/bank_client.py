@@ -1,6 +1,6 @@
-"""A blocking ATM1 client over TCP: the socket half of the ATM.
+"""A blocking ATM2 client over TCP: the socket half of the ATM.
 
-It wraps ``common.connection.ClientConnection`` with a socket and
+It wraps ``common.endpoints.ClientConnection`` with a socket and
 timeouts, and nothing else: no retries and no decisions, which belong to
 the session logic. The GUI runs it in its worker thread only, with the
 typed requests of ``common.messages``; tests and benchmarks use it
@@ -10,13 +10,17 @@ directly as a real ATM would, often with plain wire dicts.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from common.connection import ClientConnection, Event, MessageReceived, WrongKeyError
-from common.errors import ProtocolError
+from common.endpoints import ClientConnection, Event, MessageReceived
+from common.errors import HandshakeRefusedError, KeyFileError, ProtocolError, WrongKeyError
+from common.keys import TerminalKey
 from common.messages import Request, encode, request_to_wire
+
+_KEY_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class BankError(Exception):
@@ -28,7 +32,11 @@ class BankUnreachable(BankError):
 
 
 class BankWrongKey(BankError):
-    """The bank proved a different key: this ATM does not hold the bank's key."""
+    """The bank proved a different key: the bank does not hold this ATM's key (or this version of it)."""
+
+
+class BankRefused(BankError):
+    """The bank closed before its ServerHello: this terminal is unknown or revoked, or its key version too old."""
 
 
 class ConnectionLost(BankError):
@@ -38,10 +46,10 @@ class ConnectionLost(BankError):
 class BankClient:
     """One connection to the bank. Not thread-safe: one thread owns it."""
 
-    def __init__(self, host: str, port: int, psk: bytes, timeout: float = 10.0) -> None:
+    def __init__(self, host: str, port: int, terminal_key: TerminalKey, timeout: float = 10.0) -> None:
         self.host = host
         self.port = port
-        self._psk = psk
+        self.terminal_key = terminal_key
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._conn: ClientConnection | None = None
@@ -59,7 +67,7 @@ class BankClient:
         except OSError as exc:
             raise BankUnreachable(f"no se pudo conectar con {self.host}:{self.port}: {exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection(self._psk)
+        conn = ClientConnection(self.terminal_key)
         conn.start()
         self._sock, self._conn, self._pending = sock, conn, []
         try:
@@ -67,7 +75,28 @@ class BankClient:
             self._receive_until(lambda events: bool(events))
         except WrongKeyError:
             self.close()
-            raise BankWrongKey("el banco tiene otra llave") from None
+            raise BankWrongKey("el banco tiene otra llave para este cajero") from None
+        except HandshakeRefusedError:
+            self.close()
+            raise BankRefused("el banco no reconoce este cajero o esta versión de su llave") from None
+
+    def renew_key(self) -> TerminalKey | None:
+        """``RENOVAR_LLAVE``: the pending key the bank hands over, or ``None`` if there is none.
+
+        Writing it to the key file (atomically, before using it) is the caller's job.
+        """
+        response = self.request({"op": "RENOVAR_LLAVE"})
+        if not response.get("ok") or "llave" not in response:
+            return None
+        llave, version = response["llave"], response.get("version")
+        try:
+            if not isinstance(llave, str) or not _KEY_HEX.fullmatch(llave) or type(version) is not int:
+                raise ValueError("not a key")
+            key = TerminalKey(self.terminal_key.terminal_id, version, bytes.fromhex(llave))
+        except (ValueError, KeyFileError):
+            self.close()
+            raise ConnectionLost("el banco entregó una llave ilegible") from None
+        return key
 
     def request(self, message: Request | dict[str, Any]) -> dict[str, Any]:
         """Send one request (typed, or already a wire dict) and return the bank's response as a dict."""
@@ -127,7 +156,8 @@ class BankClient:
                     self.close()
                     raise ConnectionLost("el banco cerró la conexión")
                 events = self._conn.receive_data(data)
-            except WrongKeyError:
+            except (WrongKeyError, HandshakeRefusedError):
+                self.close()
                 raise
             except ProtocolError as exc:
                 self.close()

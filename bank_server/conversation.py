@@ -1,10 +1,14 @@
 """One ATM conversation: request text in, response dict out.
 
-``Conversation`` holds what the contract makes per-connection (which card
-is identified) and turns each request into calls on the ``Store``: reads
-without the lock, writes inside it. The slow part of a log-in, the
-scrypt check, runs outside the lock so that one customer typing a PIN
-never delays another one's withdrawal.
+``Conversation`` holds what the contract makes per-connection (which
+terminal, which card is identified) and turns each request into calls on
+the ``Store``: reads without the lock, writes inside it. PIN checks are
+``PinChecker``'s (counted before checked, scrypt outside the lock).
+
+Transaction ids are scoped per terminal (PROTOCOL.md section 5): the bank
+keeps ``<terminal>/<id>``, so the same id from two terminals names two
+transactions, and no terminal can learn or block another's ids. The
+customer sees the id as the ATM sent it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Any
 from bank_server.clock import now_iso
 from bank_server.journal import Record
 from bank_server.ledger import MAX_PIN_ATTEMPTS
-from bank_server.pins import hash_pin, verify_pin
-from bank_server.rules import Limits, account_for, decide_movement, decide_pin_attempt, decide_pin_change
-from bank_server.state import Applied, BankState
+from bank_server.pin_checks import PinChecker
+from bank_server.rules import Limits, account_for, decide_movement, decide_pin_change
+from bank_server.state import Applied
 from bank_server.store import Store
+from bank_server.terminals import TerminalRegistry
 from common import messages as m
 from common.messages import RequestError, error_response, mask_card, ok_response
 from common.money import REQUEST_AMOUNT_RE as AMOUNT_RE
@@ -29,11 +34,14 @@ log = logging.getLogger(__name__)
 _ROUTINE_OPS = frozenset({m.CONSULTAR, m.DEPOSITAR, m.RETIRAR, m.MOVIMIENTOS, m.SALIR})
 
 
-def pin_attempts(state: BankState, card: str) -> int:
-    """The card's wrong-PIN count (its ``intentos``)."""
-    account = state.account(card)
-    assert account is not None
-    return account.intentos
+def scoped_id(terminal_id: str, tx_id: str) -> str:
+    """How the bank keeps a terminal's transaction id (``/`` is in neither grammar)."""
+    return f"{terminal_id}/{tx_id}"
+
+
+def shown_id(stored: str) -> str:
+    """The id as its terminal sent it (records from before ATM2 have no terminal)."""
+    return stored.rpartition("/")[2]
 
 
 @dataclass
@@ -41,6 +49,9 @@ class Conversation:
     store: Store
     limits: Limits
     peer: str
+    terminal_id: str
+    registry: TerminalRegistry
+    pins: PinChecker
     card: str | None = None  # identified card
     tried: str | None = field(default=None, init=False)  # the existing card this connection is bound to
     finished: bool = field(default=False, init=False)
@@ -70,6 +81,8 @@ class Conversation:
         if isinstance(request, m.Salir):
             self.finished = True
             return ok_response()
+        if isinstance(request, m.RenovarLlave):
+            return self._renew_key()
         assert self.card is not None
         if isinstance(request, m.Consultar):
             account = account_for(self.store.refresh(), self.card)
@@ -89,33 +102,32 @@ class Conversation:
             raise RequestError("PETICION_INVALIDA", "already identified")
         if self.tried is not None and request.tarjeta != self.tried:
             raise RequestError("PETICION_INVALIDA", "one card per connection")
-        account = account_for(self.store.refresh(), request.tarjeta)
+        self.pins.guard.refuse_if_suspended()  # before anything about the card: no PIN is checked
+        account_for(self.store.refresh(), request.tarjeta)
         if self.tried is None:
             self.tried = request.tarjeta
             self.store.state.bind(request.tarjeta)
-        correct = verify_pin(request.pin, account.pin)
-        attempts = self._count_attempt(request.tarjeta, account.pin, correct)
-        if not correct:
-            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_PIN_ATTEMPTS - attempts)
+        account = self.pins.check(request.tarjeta, request.pin)
         self.card = request.tarjeta
         return ok_response(titular=account.titular)
 
-    def _count_attempt(self, card: str, pin_field: str, correct: bool) -> int:
-        """Record a PIN attempt (under the lock only when something changes); return the new count."""
-        current = self.store.state.account(card)
-        if correct and current is not None and current.intentos == 0 and current.pin == pin_field:
-            return 0
-        with self.store.locked() as state:
-            record = decide_pin_attempt(state, card, pin_field, correct, now_iso())
-            if record is not None:
-                self.store.commit(record)
-            return pin_attempts(state, card)
+    def _renew_key(self) -> dict[str, Any]:
+        """RENOVAR_LLAVE: the pending key if a rotation is under way, else the current version alone."""
+        pending = self.registry.pending_key(self.terminal_id)
+        if pending is not None:
+            version, key = pending
+            return ok_response(version=version, llave=key.hex())
+        version = self.registry.current_version(self.terminal_id)
+        if version is None:  # revoked meanwhile: the loop closes the connection within 2 s
+            raise RequestError("PETICION_INVALIDA", "terminal no longer active")
+        return ok_response(version=version)
 
     def _movement(self, request: m.Depositar | m.Retirar) -> dict[str, Any]:
         assert self.card is not None
         tipo = "DEPOSITO" if isinstance(request, m.Depositar) else "RETIRO"
         with self.store.locked() as state:
-            outcome = decide_movement(state, tipo, self.card, request.monto, request.id, now_iso(), self.limits)
+            tx_id = scoped_id(self.terminal_id, request.id)
+            outcome = decide_movement(state, tipo, self.card, request.monto, tx_id, now_iso(), self.limits)
             if isinstance(outcome, Record):
                 self.store.commit(outcome)
         if isinstance(outcome, Applied):
@@ -130,7 +142,7 @@ class Conversation:
         return ok_response(
             movimientos=[
                 {
-                    "id": r.id,
+                    "id": shown_id(r.id) if r.id else r.id,
                     "fecha": r.fecha,
                     "tipo": r.tipo,
                     "monto": format_amount(r.monto) if r.monto is not None else "0.00",
@@ -142,16 +154,12 @@ class Conversation:
 
     def _change_pin(self, request: m.CambiarPin) -> dict[str, Any]:
         assert self.card is not None
-        account = account_for(self.store.refresh(), self.card)
-        correct = verify_pin(request.pin_actual, account.pin)
-        if not correct:
-            attempts = self._count_attempt(self.card, account.pin, correct=False)
-            raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_PIN_ATTEMPTS - attempts)
-        new_field = hash_pin(request.pin_nuevo)  # slow: outside the lock
+        checked = self.pins.check(self.card, request.pin_actual)  # counted like a log-in
+        new_field = self.pins.new_hash(request.pin_nuevo)  # slow: outside the lock
         with self.store.locked() as state:
             now = account_for(state, self.card)
-            if now.pin != account.pin:
-                raise RequestError("PIN_INCORRECTO", intentos_restantes=MAX_PIN_ATTEMPTS - now.intentos)
+            if now.pin != checked.pin:  # changed by another connection meanwhile: the safe side
+                raise RequestError("PIN_INCORRECTO", intentos_restantes=max(0, MAX_PIN_ATTEMPTS - now.intentos))
             self.store.commit(decide_pin_change(state, self.card, new_field, now_iso()))
         return ok_response()
 

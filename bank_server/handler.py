@@ -3,8 +3,18 @@
 It works under every start method. The acceptor hands it one
 ``HandlerStart``: picklable, so ``spawn`` (Windows) can send it, and the
 handler then loads the state from disk; with ``fork`` it also carries the
-acceptor's ``Store`` already loaded (cheap: copy-on-write), whose file
-handles the handler reopens on first use.
+acceptor's ``Store`` and terminal registry already loaded (cheap:
+copy-on-write), whose file handles the handler reopens on first use.
+
+The ATM2 handshake, as the bank sees it (``common.endpoints``): the
+ClientHello names a terminal and key version; the registry gives its key
+or refuses (unknown, revoked, or a version neither current nor pending:
+closed with no ServerHello, one log line). The session is *confirmed*
+when the first record passes its check: only then does the 10-second
+handshake clock give way to the idle clock, may a pending key version
+become current, and does the acceptor stop counting this connection
+against its address. A revoked terminal's connection is closed within
+2 seconds, after the request in hand is answered.
 
 Stopping: the acceptor sets ``stop`` (a ``StopFlag``: one shared byte with
 no lock, so a handler killed while reading it blocks nobody; portable where
@@ -30,16 +40,25 @@ from typing import Any
 from bank_server import faults
 from bank_server.config import ServerConfig
 from bank_server.conversation import Conversation
+from bank_server.cpu_slots import CpuSlots
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
+from bank_server.handshake_board import HandshakeBoard
 from bank_server.logs import setup_logging
+from bank_server.pin_checks import PinChecker, TerminalGuard
+from bank_server.pins import pin_pepper
 from bank_server.stop_flag import StopFlag
-from bank_server.store import Store, StoreMode
-from common.connection import Event, HandshakeComplete, MessageReceived, ServerConnection
+from bank_server.store import Store, StoreMode, lock_path_for
+from bank_server.terminals import TerminalRegistry, TerminalRegistryError
+from common.endpoints import Event, HelloReceived, MessageReceived, ServerConnection, SessionConfirmed
 from common.errors import RemoteProtocolError
-from common.keyfile import load_key
+from common.keys import load_bank_key
 from common.messages import encode
 
 log = logging.getLogger(__name__)
+try:  # TEMPORARY until bank_server.logs.alert lands
+    from bank_server.logs import alert
+except ImportError:
+    alert = log.warning
 POLL = 0.25
 
 
@@ -48,7 +67,8 @@ class Inheritance:
     """What a handler started by ``fork`` takes from the acceptor's memory instead of loading it."""
 
     store: Store  # the acceptor's, brought up to date just before the fork
-    psk: bytes
+    registry: TerminalRegistry  # the acceptor's, refreshed in its loop
+    bank_key: bytes
     to_close: tuple[Any, ...]  # the acceptor's listener, server lock and waiting sockets: not the handler's
 
 
@@ -61,6 +81,8 @@ class HandlerStart:
     peer: str  # "host:port", for the log
     stop: StopFlag  # set by the acceptor when the server stops
     accepted_at: float  # monotonic, system-wide: starts the handshake clock, wait for a slot included
+    slot: int  # this handler's byte in the acceptor's ``HandshakeBoard``
+    handshake_words: Any  # the board's shared bytes
     sync_words: Any = None  # the group commit's shared words (``SyncBoard``); None: every writer syncs itself
     inherited: Inheritance | None = None  # only under ``fork``
 
@@ -73,6 +95,8 @@ class CloseReason(enum.Enum):
     SERVER_STOPPING = "servidor deteniéndose"
     IDLE = "inactividad"
     NO_HELLO = "sin saludo en el plazo"
+    REFUSED = "cajero rechazado"
+    REVOKED = "cajero dado de baja"
     ACCEPTOR_GONE = "el proceso aceptador terminó"
     NETWORK_ERROR = "error de red"
     PROTOCOL_ERROR = "error de protocolo"
@@ -97,14 +121,14 @@ def handler_main(start: HandlerStart) -> None:
             thing.close()
     setup_logging(start.config.log_file, detailed=start.config.detailed_log)
     try:
-        store, psk = _load_bank(start)
+        store, registry, bank_key = _load_bank(start)
         # Everything loaded so far (the accounts above all) lives as long as the process: keep it out of
         # the cyclic GC, whose full passes would walk 100,000 accounts and, under fork, make this process
         # copy every page they sit on (a pass writes each object's GC header).
         gc.freeze()
         if start.sync_words is not None:
             store.sync_board = SyncBoard(start.sync_words, sync_lock_path_for(start.config.ledger))
-        serve_connection(start, store, psk)
+        serve_connection(start, Bank(store, registry, pin_pepper(bank_key)))
         if store.sync_board is not None:
             board = store.sync_board
             log.debug(
@@ -116,11 +140,24 @@ def handler_main(start: HandlerStart) -> None:
         start.sock.close()
 
 
-def _load_bank(start: HandlerStart) -> tuple[Store, bytes]:
-    """The bank's state, in handler mode, and the key: inherited under ``fork``, read from disk otherwise."""
+@dataclass(frozen=True)
+class Bank:
+    """What a connection works on: the accounts, the terminals and the PIN pepper."""
+
+    store: Store
+    registry: TerminalRegistry
+    pepper: bytes
+
+
+def _load_bank(start: HandlerStart) -> tuple[Store, TerminalRegistry, bytes]:
+    """The bank's state (handler mode), its terminals and key: inherited under ``fork``, read otherwise."""
     if start.inherited is not None:
-        return start.inherited.store.become_handler(), start.inherited.psk
-    return Store.open(start.config.ledger, mode=StoreMode.HANDLER), load_key(start.config.key_file)
+        inherited = start.inherited
+        return inherited.store.become_handler(), inherited.registry, inherited.bank_key
+    config = start.config
+    bank_key = load_bank_key(config.key_file)
+    registry = TerminalRegistry.for_ledger(config.ledger, bank_key, guess_limit=config.max_wrong_pins_per_terminal)
+    return Store.open(config.ledger, mode=StoreMode.HANDLER), registry, bank_key
 
 
 _terminate = False
@@ -140,26 +177,30 @@ def _install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, request_stop)
 
 
-def serve_connection(start: HandlerStart, store: Store, psk: bytes) -> None:
-    loop = ConnectionLoop(start, store, psk)
+def serve_connection(start: HandlerStart, bank: Bank) -> None:
+    loop = ConnectionLoop(start, bank)
     log.info("%s conectado", start.peer)
     closed = loop.run()
-    log.info("%s desconectado (%s)", start.peer, closed)
+    who = f" cajero {loop.terminal_id}" if loop.terminal_id else ""
+    log.info("%s%s desconectado (%s)", start.peer, who, closed)
 
 
 class ConnectionLoop:
     """One connection's loop: wait for bytes, receive them, answer each request they complete."""
 
-    def __init__(self, start: HandlerStart, store: Store, psk: bytes) -> None:
+    def __init__(self, start: HandlerStart, bank: Bank) -> None:
         self.sock = start.sock
         self.peer = start.peer
         self.stop = start.stop
-        self.idle_timeout = start.config.idle_timeout
-        self.conn = ServerConnection(psk)
-        self.conversation = Conversation(store, start.config.limits, start.peer)
+        self.config = start.config
+        self.bank = bank
+        self.board = HandshakeBoard(start.handshake_words)
+        self.slot = start.slot
+        self.conn = ServerConnection()
+        self.conversation: Conversation | None = None  # from the first valid record on
+        self.terminal_id: str | None = None
         self.sock.settimeout(start.config.handshake_timeout)  # bounds sendall to a peer that stops reading
         self.deadline = start.accepted_at + start.config.handshake_timeout  # the wait for a free handler counts too
-        self.handshaken = False
         self.parent = multiprocessing.parent_process()
 
     def run(self) -> Closed:
@@ -168,13 +209,28 @@ class ConnectionLoop:
                 return Closed(CloseReason.SERVER_STOPPING)
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                return Closed(CloseReason.IDLE if self.handshaken else CloseReason.NO_HELLO)
+                return Closed(CloseReason.IDLE if self.conversation else CloseReason.NO_HELLO)
+            if self._revoked():
+                return Closed(CloseReason.REVOKED)
             if self._wait_for_bytes(min(POLL, remaining)):
                 closed = self._receive()
                 if closed is not None:
                     return closed
             elif self.parent is not None and not self.parent.is_alive():
                 return Closed(CloseReason.ACCEPTOR_GONE)
+
+    def _revoked(self) -> bool:
+        """Polled between requests (the registry ``stat``s its file at most every 0.5 s)."""
+        if self.conversation is None or self.terminal_id is None:
+            return False
+        try:
+            revoked = self.bank.registry.is_revoked(self.terminal_id)
+        except TerminalRegistryError as exc:  # unreadable registry: refuse rather than trust a stale view
+            log.error("%s: %s", self.peer, exc)
+            return True
+        if revoked:
+            alert("cajero %s (%s): conexión cerrada, el cajero fue dado de baja", self.terminal_id, self.peer)
+        return revoked
 
     def _wait_for_bytes(self, timeout: float) -> bool:
         try:
@@ -193,31 +249,83 @@ class ConnectionLoop:
             if not data:
                 self.conn.receive_eof()
                 return Closed(CloseReason.ATM_CLOSED)
-            self._answer(self.conn.receive_data(data))
+            return self._answer(self.conn.receive_data(data))
         except RemoteProtocolError as exc:
-            log.warning("%s error de protocolo: %s", self.peer, exc)
+            if self.conversation is not None:
+                alert("%s cajero %s: error de protocolo: %s", self.peer, self.terminal_id, exc)
+            else:
+                log.warning("%s error de protocolo: %s", self.peer, exc)
             return Closed(CloseReason.PROTOCOL_ERROR, str(exc))
         except OSError as exc:
             return Closed(CloseReason.NETWORK_ERROR, str(exc.strerror or exc))
-        return Closed(CloseReason.SALIR) if self.conversation.finished else None
 
-    def _answer(self, events: list[Event]) -> None:
-        """Send the handshake's reply, if any, then one response per request, in order."""
-        conn = self.conn
-        self._send(conn.data_to_send())
+    def _answer(self, events: list[Event]) -> Closed | None:
+        """Handle each event in order: the hello, the confirmation, then one response per request."""
         for event in events:
-            if isinstance(event, HandshakeComplete):
-                self.handshaken = True
-            elif isinstance(event, MessageReceived):
-                response = self.conversation.handle(event.text)
-                faults.crash_point("antes_de_responder")
-                conn.send_message(encode(response))
-                self._send(conn.data_to_send())
-                if self.conversation.finished:
-                    return  # SALIR: nothing after it is answered
-            self.deadline = time.monotonic() + self.idle_timeout
-        conn.check()  # a bad record after good ones: they were answered, now close
+            match event:
+                case HelloReceived(terminal_id=terminal_id, version=version):
+                    refusal = self._on_hello(terminal_id, version)
+                    if refusal is not None:
+                        return refusal
+                case SessionConfirmed(terminal_id=terminal_id, version=version):
+                    self._on_confirmed(terminal_id, version)
+                case MessageReceived(text=text):
+                    assert self.conversation is not None
+                    response = self.conversation.handle(text)
+                    faults.crash_point("antes_de_responder")
+                    self.conn.send_message(encode(response))
+                    self._send(self.conn.data_to_send())
+                    self.deadline = time.monotonic() + self.config.idle_timeout
+                    if self.conversation.finished:
+                        return Closed(CloseReason.SALIR)  # nothing after it is answered
+        self.conn.check()  # a bad record after good ones: they were answered, now close
+        return None
+
+    def _on_hello(self, terminal_id: str, version: int) -> Closed | None:
+        """Look the key up; refuse (close, nothing sent) an unknown or revoked terminal or a stale version."""
+        registry = self.bank.registry
+        try:
+            key = registry.key_for_hello(terminal_id, version)
+        except TerminalRegistryError as exc:
+            log.error("%s: %s", self.peer, exc)
+            key = None
+        if key is None:
+            why = _refusal_reason(registry, terminal_id, version)
+            log.warning("%s cajero %s versión %d rechazado: %s", self.peer, terminal_id, version, why)
+            self.conn.close()
+            return Closed(CloseReason.REFUSED, why)
+        self.conn.accept(key)
+        self._send(self.conn.data_to_send())
+        return None
+
+    def _on_confirmed(self, terminal_id: str, version: int) -> None:
+        """The ATM proved its key: the handshake is over for the bank (PROTOCOL.md section 8)."""
+        registry = self.bank.registry
+        if not registry.confirm_version(terminal_id, version):
+            raise RemoteProtocolError(f"terminal {terminal_id}: key version {version} is no longer valid")
+        registry.seen(terminal_id, self.peer.rpartition(":")[0], time.time())
+        self.board.confirm(self.slot)
+        self.terminal_id = terminal_id
+        guard = TerminalGuard(registry, terminal_id, self.peer)
+        slots = CpuSlots(lock_path_for(self.config.ledger).parent, self.config.ledger.stem)
+        pins = PinChecker(self.bank.store, self.bank.pepper, slots, guard)
+        self.conversation = Conversation(
+            self.bank.store, self.config.limits, f"{self.peer} {terminal_id}", terminal_id, registry, pins
+        )
+        self.deadline = time.monotonic() + self.config.idle_timeout
 
     def _send(self, data: bytes) -> None:
         if data:
             self.sock.sendall(data)
+
+
+def _refusal_reason(registry: TerminalRegistry, terminal_id: str, version: int) -> str:
+    """For the log line: why a hello was refused (never anything about the key itself)."""
+    try:
+        if registry.is_revoked(terminal_id):
+            known = terminal_id in {info.terminal_id for info in registry.list()}
+            return "dado de baja" if known else "desconocido"
+        current = registry.current_version(terminal_id)
+    except TerminalRegistryError as exc:
+        return f"registro de cajeros ilegible ({exc})"
+    return f"versión de llave no válida (la vigente es {current})"

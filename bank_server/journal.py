@@ -16,7 +16,11 @@ A line is ``<crc> <n> <tarjeta> <id> <json>\\n`` (docs/ledger.md):
   transaction id (``.`` when it has none), repeated from the JSON so
   that a handler can skip other cards' records without decoding them;
 - ``json``: the record, ``{"n", "fecha", "tipo", "cuenta"}`` plus ``id``
-  and ``monto`` for a DEPOSITO or RETIRO (``Record.encode``).
+  and ``monto`` for a DEPOSITO or RETIRO (``Record.encode``). The account's
+  PIN hash is written only by the records that set it (``PIN``, ``ALTA``):
+  a journal is not a list of every hash a card ever had, and the others
+  carry ``cuenta`` without ``pin`` (``KEEP_PIN`` once decoded: the state
+  keeps the hash it has).
 
 The CRC tells a torn write (a process killed mid-``write``: always the
 last line, never acknowledged) from a complete one. A torn last line is
@@ -49,6 +53,9 @@ from common.money import AmountError, format_amount, parse_ledger_amount
 HEADER_RE = re.compile(rb"# cajero-diario libro=([0-9a-f]{32})\n")
 MOVEMENT_TYPES = frozenset({"DEPOSITO", "RETIRO"})
 RECORD_TYPES = MOVEMENT_TYPES | {"INTENTOS", "PIN", "ALTA", "DESBLOQUEO"}
+PIN_SETTING_TYPES = frozenset({"PIN", "ALTA"})  # the only records that carry the PIN hash
+KEEP_PIN = ""  # a decoded record's ``cuenta.pin`` when the line did not carry it: "unchanged"
+_STAND_IN_PIN = "scrypt$2$1$1$" + "00" * 16 + "$" + "00" * 32  # lets such a line go through the account parser
 _O_BINARY = getattr(os, "O_BINARY", 0)
 NO_ID = "."  # in a line's prefix, for records without a transaction id ("-" is a valid id)
 _NO_ID = NO_ID.encode("ascii")
@@ -77,7 +84,10 @@ class Record:
     monto: Decimal | None = None
 
     def encode(self) -> bytes:
-        body: dict[str, object] = {"n": self.n, "fecha": self.fecha, "tipo": self.tipo, "cuenta": self.cuenta.to_json()}
+        cuenta = self.cuenta.to_json()
+        if self.tipo not in PIN_SETTING_TYPES:
+            del cuenta["pin"]
+        body: dict[str, object] = {"n": self.n, "fecha": self.fecha, "tipo": self.tipo, "cuenta": cuenta}
         if self.id is not None:
             body["id"] = self.id
         if self.monto is not None:
@@ -141,14 +151,16 @@ def decode_scanned(raw: RawRecord) -> Record:
     payload = raw.line[9:].split(b" ", 3)[3]
     body = json.loads(payload.decode("utf-8"))
     cuenta = body["cuenta"]
-    fields = [
-        str(f) for f in (cuenta["tarjeta"], cuenta["titular"], cuenta["saldo"], cuenta["pin"], cuenta["intentos"])
-    ]
+    carries_pin = "pin" in cuenta
+    pin = cuenta["pin"] if carries_pin else _STAND_IN_PIN
+    fields = [str(f) for f in (cuenta["tarjeta"], cuenta["titular"], cuenta["saldo"], pin, cuenta["intentos"])]
     account = fast_account("|".join(fields)) if not any("|" in f for f in fields) else None
     if account is None:
         account, problem = parse_account(fields)
         if account is None:
             raise ValueError(problem)
+    if not carries_pin:
+        account = account._replace(pin=KEEP_PIN)
     tipo = body["tipo"]
     if tipo not in RECORD_TYPES or not isinstance(body["n"], int) or not isinstance(body["fecha"], str):
         raise ValueError("registro con tipo, número o fecha no válidos")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from bank_server.journal import Record
-from bank_server.ledger import MAX_PIN_ATTEMPTS, Account
+from bank_server.ledger import Account
 from bank_server.state import Applied, BankState
 from common.messages import RequestError
 from common.money import add, subtract
@@ -73,19 +73,34 @@ def decide_movement(
     return Record(state.last_n + 1, fecha, tipo, account._replace(saldo=saldo), tx_id, monto)
 
 
-def decide_pin_attempt(state: BankState, card: str, pin_field: str, correct: bool, fecha: str) -> Record | None:
-    """After a PIN check made outside the lock: the record that counts it, if any.
+def decide_pin_admission(state: BankState, card: str, fecha: str) -> Record:
+    """Count a PIN attempt *before* it is checked: the record that raises the card's ``intentos`` by one.
 
-    ``pin_field`` is the hash the PIN was checked against; if the PIN was
-    changed meanwhile the attempt is judged wrong, which is the safe side.
+    Committed (and synced) before the scrypt check, under the ledger lock,
+    so that simultaneous guesses on one card are admitted one at a time
+    against the true count: once three are in flight or failed, the card
+    is blocked and the next one is refused without checking any PIN. A
+    handler killed before the check leaves the attempt counted: the safe side.
     """
     account = account_for(state, card)
-    if correct and account.pin == pin_field:
-        if account.intentos == 0:
-            return None
-        return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=0))
-    attempts = min(account.intentos + 1, MAX_PIN_ATTEMPTS)
-    return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=attempts))
+    return Record(state.last_n + 1, fecha, "INTENTOS", account._replace(intentos=account.intentos + 1))
+
+
+def decide_pin_success(
+    state: BankState, card: str, checked_field: str, new_field: str | None, fecha: str
+) -> Record | None:
+    """After a right PIN: the record that resets ``intentos`` (and stores ``new_field``, an upgraded hash).
+
+    ``None`` if the PIN was changed since it was checked: the check was
+    against an old PIN, so it counts as wrong (the safe side). A card that
+    reached three while this right attempt was in flight is unblocked by
+    it: it was admitted before the count reached three.
+    """
+    account = state.account(card)
+    if account is None or account.pin != checked_field:
+        return None
+    tipo = "PIN" if new_field is not None else "INTENTOS"
+    return Record(state.last_n + 1, fecha, tipo, account._replace(pin=new_field or account.pin, intentos=0))
 
 
 def decide_pin_change(state: BankState, card: str, new_field: str, fecha: str) -> Record:

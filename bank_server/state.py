@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bank_server.journal import MOVEMENT_TYPES, RawRecord, Record
+from bank_server.journal import KEEP_PIN, MOVEMENT_TYPES, RawRecord, Record
 from bank_server.ledger import Account
 from common.messages import MAX_MOVIMIENTOS
 from common.money import add
@@ -109,7 +109,13 @@ class BankState:
     def apply(self, record: Record) -> None:
         """Fold one decoded record in. Records at or below the checkpoint only feed history."""
         if record.n > self.checkpoint_n:
-            self.accounts[record.cuenta.tarjeta] = record.cuenta
+            cuenta = record.cuenta
+            if cuenta.pin == KEEP_PIN:  # the record did not carry the hash: it did not change it
+                previous = self.accounts.get(cuenta.tarjeta)
+                if previous is None:
+                    raise ValueError(f"registro {record.n}: la tarjeta {cuenta.tarjeta[-4:]} no tiene PIN conocido")
+                cuenta = cuenta._replace(pin=previous.pin)
+            self.accounts[cuenta.tarjeta] = cuenta
         self.last_n = max(self.last_n, record.n)
         if record.tipo not in MOVEMENT_TYPES:
             return

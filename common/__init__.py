@@ -1,4 +1,4 @@
-"""Shared, socket-free pieces of the ATM1 protocol.
+"""Shared, socket-free pieces of the ATM2 protocol: framing, handshake, records, messages, keys, files.
 
 Everything here is *sans-I/O*: it turns bytes into events and messages
 into bytes, and never touches a socket, a thread or a clock that the

@@ -1,9 +1,8 @@
-"""Records (ATM1 and ATM2 alike), and the ATM1 key schedule and server proof.
+"""Records: AES-256-CBC + HMAC-SHA256 with an implicit sequence number (PROTOCOL.md section 4).
 
-AES and HKDF come from pycryptodome, HMAC-SHA256 from the standard library
-(OpenSSL underneath); this module only wires them the way PROTOCOL.md
-sections 3 and 4 say (ATM2's key schedule is in ``common.handshake``; its
-records are these, unchanged). Nothing here keeps a socket or
+AES comes from pycryptodome, HMAC-SHA256 from the standard library
+(OpenSSL underneath); this module only wires them the way the contract
+says (the key schedule that feeds it is ``common.handshake``'s). Nothing here keeps a socket or
 decides what to do on failure: an ``open`` that fails raises
 ``RemoteProtocolError`` and the caller closes the connection.
 """
@@ -17,20 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from Crypto.Cipher import AES
-from Crypto.Hash import SHA256
-from Crypto.Protocol.KDF import HKDF
 from Crypto.Util.Padding import pad, unpad
 
 from common.errors import IntegrityError, RemoteProtocolError
 
-MAGIC = b"ATM1"
-NONCE_SIZE = 32
 IV_SIZE = 16
 TAG_SIZE = 32
 BLOCK = 16
 MIN_RECORD = IV_SIZE + BLOCK + TAG_SIZE  # 64: one block of ciphertext at least
-INFO = b"ATM1 session keys"
-PROOF_LABEL = b"ATM1 server proof"
 _SEQ = struct.Struct(">Q")
 
 Random = Callable[[int], bytes]
@@ -45,22 +38,11 @@ class SessionKeys:
     enc_s2c: bytes
     mac_s2c: bytes
 
-    @classmethod
-    def derive(cls, psk: bytes, nonce_c: bytes, nonce_s: bytes) -> SessionKeys:
-        okm = HKDF(psk, 128, nonce_c + nonce_s, SHA256, context=INFO)
-        assert isinstance(okm, bytes)
-        return cls(okm[0:32], okm[32:64], okm[64:96], okm[96:128])
-
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
     """HMAC-SHA256 from the standard library: the same function as pycryptodome's
     ``HMAC`` (the vectors check it), but in C, 10 times faster per record."""
     return hmac.digest(key, message, "sha256")
-
-
-def server_proof(keys: SessionKeys, nonce_c: bytes, nonce_s: bytes) -> bytes:
-    """The 32 bytes that prove the server derived the same keys."""
-    return hmac_sha256(keys.mac_s2c, PROOF_LABEL + nonce_c + nonce_s)
 
 
 def _xor(*blocks: bytes) -> bytes:

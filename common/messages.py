@@ -1,4 +1,4 @@
-"""ATM1 messages: JSON text <-> typed requests and response dicts.
+"""ATM2 messages: JSON text <-> typed requests and response dicts.
 
 The server parses in two steps so that it can answer ``NO_IDENTIFICADO``
 before looking at the fields of an account request: ``decode_object``
@@ -10,6 +10,7 @@ customer reads.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ RETIRAR = "RETIRAR"
 MOVIMIENTOS = "MOVIMIENTOS"
 CAMBIAR_PIN = "CAMBIAR_PIN"
 SALIR = "SALIR"
+RENOVAR_LLAVE = "RENOVAR_LLAVE"
 
-OPS = frozenset({IDENTIFICAR, CONSULTAR, DEPOSITAR, RETIRAR, MOVIMIENTOS, CAMBIAR_PIN, SALIR})
+# TRANSFERIR, REVERSAR and TOTALES (PROTOCOL.md section 5) come with the cash issue; until then they are
+# unknown ops, answered PETICION_INVALIDA.
+OPS = frozenset({IDENTIFICAR, CONSULTAR, DEPOSITAR, RETIRAR, MOVIMIENTOS, CAMBIAR_PIN, SALIR, RENOVAR_LLAVE})
 ACCOUNT_OPS = frozenset({CONSULTAR, DEPOSITAR, RETIRAR, MOVIMIENTOS, CAMBIAR_PIN})
 
 # The sentence each error code shows the customer.
@@ -40,7 +44,8 @@ MENSAJES: dict[str, str] = {
     "FONDOS_INSUFICIENTES": "Fondos insuficientes para este retiro.",
     "LIMITE_DIARIO": "Este retiro supera su límite diario.",
     "ID_REPETIDO": "La operación ya fue registrada con otros datos.",
-    "PIN_INVALIDO": "El PIN nuevo debe tener de 4 a 6 dígitos.",
+    "PIN_INVALIDO": "El PIN nuevo debe tener de 4 a 6 dígitos y no ser fácil de adivinar (como 1111 o 1234).",
+    "CAJERO_SUSPENDIDO": "Este cajero no puede verificar PIN por ahora. Use otro cajero o intente más tarde.",
     "ERROR_INTERNO": "El banco no pudo completar la operación. No se aplicó ningún cambio.",
 }
 
@@ -99,7 +104,12 @@ class Salir:
     pass
 
 
-Request = Identificar | Consultar | Depositar | Retirar | Movimientos | CambiarPin | Salir
+@dataclass(frozen=True)
+class RenovarLlave:
+    pass
+
+
+Request = Identificar | Consultar | Depositar | Retirar | Movimientos | CambiarPin | Salir | RenovarLlave
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -188,8 +198,20 @@ def parse_request(message: dict[str, Any]) -> Request:
         pin_nuevo = message.get("pin_nuevo")
         if not isinstance(pin_nuevo, str) or not PIN_RE.fullmatch(pin_nuevo):
             raise RequestError("PIN_INVALIDO", "new pin is not 4-6 digits")
+        if is_trivial_pin(pin_nuevo):
+            raise RequestError("PIN_INVALIDO", "new pin is too easy to guess")
         return CambiarPin(pin_actual, pin_nuevo)
+    if op == RENOVAR_LLAVE:
+        return RenovarLlave()
     return Salir()
+
+
+def is_trivial_pin(pin: str) -> bool:
+    """All digits the same, or an ascending or descending run (PROTOCOL.md: ``1111``, ``1234``, ``98765``).
+
+    ``1212`` is not a run. The contract's runs do not wrap: ``8901`` is not one."""
+    steps = {int(b) - int(a) for a, b in itertools.pairwise(pin)}
+    return len(steps) == 1 and steps <= {-1, 0, 1}
 
 
 def ok_response(**fields: Any) -> dict[str, Any]:
@@ -217,6 +239,7 @@ _OP_NAMES: dict[type, str] = {
     Movimientos: MOVIMIENTOS,
     CambiarPin: CAMBIAR_PIN,
     Salir: SALIR,
+    RenovarLlave: RENOVAR_LLAVE,
 }
 
 

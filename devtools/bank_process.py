@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from atm_gui.bank_client import BankClient
+    from common.keys import TerminalKey
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_PSK = bytes(range(32))
+TEST_BANK_KEY = bytes(range(32))  # the bank key of every test bank: peppers the PIN hashes written here
+TEST_TERMINAL = "CAJERO-01"  # the terminal every test bank enrols at start (``RunningBank.terminal_key``)
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,11 @@ DEMO_ACCOUNTS = (
 )
 
 
-def pin_field(pin: str) -> str:
-    """A real scrypt field with a small N: the format allows it and tests stay fast."""
-    from bank_server.pins import hash_pin
+def pin_field(pin: str, bank_key: bytes = TEST_BANK_KEY) -> str:
+    """A real peppered scrypt field with a small N: the format allows it and tests stay fast."""
+    from bank_server.pins import hash_pin, pin_pepper
 
-    return hash_pin(pin, n=2**10)
+    return hash_pin(pin, pin_pepper(bank_key), n=2**10)
 
 
 def write_ledger(folder: Path, accounts: Iterable[DemoAccount] = DEMO_ACCOUNTS) -> Path:
@@ -61,10 +63,21 @@ def write_ledger(folder: Path, accounts: Iterable[DemoAccount] = DEMO_ACCOUNTS) 
     return path
 
 
-def write_key(folder: Path, psk: bytes = TEST_PSK) -> Path:
-    path = folder / "llave.key"
-    path.write_text(f"# llave de prueba\n{psk.hex()}\n", encoding="utf-8")
+def write_bank_key(folder: Path, bank_key: bytes = TEST_BANK_KEY) -> Path:
+    path = folder / "banco.key"
+    path.write_text(f"# llave del banco de prueba\n{bank_key.hex()}\n", encoding="utf-8")
+    if os.name != "nt":
+        path.chmod(0o600)
     return path
+
+
+def enrol_terminal(folder: Path, terminal_id: str, bank_key: bytes = TEST_BANK_KEY) -> TerminalKey:
+    """``cajero-alta`` without the command: a new terminal in the bank's registry, its key returned.
+
+    Safe while the bank runs (the registry has its own lock; the bank sees it within 2 s)."""
+    from bank_server.terminals import TerminalRegistry
+
+    return TerminalRegistry.for_ledger(folder / "cuenta.txt", bank_key).enrol(terminal_id)
 
 
 def server_env() -> dict[str, str]:
@@ -78,7 +91,7 @@ def server_env() -> dict[str, str]:
 class RunningBank:
     folder: Path
     args: list[str]
-    psk: bytes = TEST_PSK
+    terminal_key: TerminalKey | None = None  # the key of TEST_TERMINAL, enrolled by start_bank
     port: int = 0
     process: subprocess.Popen | None = None
     output: list[str] = field(default_factory=list)
@@ -89,7 +102,11 @@ class RunningBank:
 
     @property
     def key_path(self) -> Path:
-        return self.folder / "llave.key"
+        return self.folder / "banco.key"
+
+    def enrol(self, terminal_id: str) -> TerminalKey:
+        """One more terminal for this bank (for tests with several ATMs of their own)."""
+        return enrol_terminal(self.folder, terminal_id)
 
     def start(self, timeout: float = 20.0) -> RunningBank:
         command = [sys.executable, "-m", "bank_server", str(self.port), "--host", "127.0.0.1", *self.args]
@@ -118,7 +135,7 @@ class RunningBank:
 
     def restart(self) -> RunningBank:
         """A new server on the same folder and port (after ``stop`` or ``kill``)."""
-        return RunningBank(self.folder, self.args, self.psk, self.port).start()
+        return RunningBank(self.folder, self.args, self.terminal_key, self.port).start()
 
     def handler_pids(self) -> list[int]:
         """The handler processes (children of the acceptor); Linux only."""
@@ -132,11 +149,13 @@ class RunningBank:
         path = self.folder / "servidor.err"
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
-    def client(self, timeout: float = 10.0) -> BankClient:
+    def client(self, timeout: float = 10.0, terminal_key: TerminalKey | None = None) -> BankClient:
         """The project's own client (``atm_gui``), connected: imported here so the bench never loads it."""
         from atm_gui.bank_client import BankClient
 
-        client = BankClient("127.0.0.1", self.port, self.psk, timeout=timeout)
+        key = terminal_key or self.terminal_key
+        assert key is not None, "no terminal enrolled"
+        client = BankClient("127.0.0.1", self.port, key, timeout=timeout)
         client.connect()
         return client
 
@@ -186,6 +205,18 @@ def start_bank(
     folder.mkdir(parents=True, exist_ok=True)
     if accounts is not None:
         write_ledger(folder, accounts)
-    if not (folder / "llave.key").exists():
-        write_key(folder)
-    return RunningBank(folder, list(extra_args)).start()
+    if not (folder / "banco.key").exists():
+        write_bank_key(folder)
+    from bank_server.terminals import TerminalRegistry
+    from common.keys import TerminalKey
+
+    registry = TerminalRegistry.for_ledger(folder / "cuenta.txt", TEST_BANK_KEY)
+    known = {info.terminal_id for info in registry.list()}
+    terminal_key = enrol_terminal(folder, TEST_TERMINAL) if TEST_TERMINAL not in known else None
+    if terminal_key is None:  # enrolled by an earlier start on this folder: read its key back
+        version = registry.current_version(TEST_TERMINAL)
+        assert version is not None
+        raw = registry.key_for_hello(TEST_TERMINAL, version)
+        assert raw is not None
+        terminal_key = TerminalKey(TEST_TERMINAL, version, raw)
+    return RunningBank(folder, list(extra_args), terminal_key).start()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import common.handshake as hs
-from bank_server.pins_atm2 import PinFieldError, hash_pin, needs_rehash, parse_field, pin_pepper, verify_pin
+from bank_server.pins import PinFieldError, hash_pin, needs_rehash, parse_field, pin_pepper, verify_pin
 from common.channel import RecordSealer
 from common.endpoints import (
     ClientConnection,

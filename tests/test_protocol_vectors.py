@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bank_server.pins_atm2 import hash_pin, needs_rehash, parse_field, pin_pepper, verify_pin
+from bank_server.pins import hash_pin, needs_rehash, parse_field, pin_pepper, verify_pin
 from common.channel import RecordOpener, RecordSealer
 from common.endpoints import (
     ClientConnection,
