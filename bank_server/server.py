@@ -248,6 +248,8 @@ def serve(config: ServerConfig, bank_key: bytes) -> int:
     server_lock = acquire_server_lock(config.ledger)
     started = time.perf_counter()
     store = Store.open(config.ledger, mode=StoreMode.RECOVER)
+    for notice in store.notices:  # loads, but the operator should know (names with control characters)
+        log.warning("%s (python -m bank_server verificar)", notice)
     acceptor = Acceptor(config, store, bank_key, server_lock)
     acceptor.install_signal_handlers()
     host, port = acceptor.address

@@ -138,6 +138,11 @@ class Store:
         self.sync_board: SyncBoard | None = None  # a handler's: syncs shared with the others (group_commit)
 
     # -- opening -------------------------------------------------------------------
+    @property
+    def notices(self) -> list[LedgerError]:
+        """What the ledger's parse found worth telling but not refusing (names with control characters)."""
+        return list(self._ledger.notices)
+
     @classmethod
     def open(cls, ledger_path: Path, *, mode: StoreMode) -> Store:
         """Load the bank's state as ``mode`` says (see ``StoreMode``)."""
