@@ -3,16 +3,24 @@
 Why one module: the same rules must hold whether the ATM runs from the
 source tree (``python -m atm_gui``) or frozen by PyInstaller, where
 "beside the program" means beside the executable
-(``Path(sys.executable).parent``), never the temporary unpack folder.
-Everything is resolved here once, so the rest of the code receives
-plain paths and never asks where it is running.
+(``Path(sys.executable).parent``), never the temporary unpack folder;
+from source it is the folder holding ``atm_gui/`` (the project's root,
+where ``demo.py`` is). Everything is resolved here once, so the rest of
+the code receives plain paths and never asks where it is running.
 
 Order of precedence:
 
-* bank: ``HOST PORT`` arguments, else ``atm.ini`` beside the program or
-  in the current folder, else ``localhost:8000``;
+* ``atm.ini``: ``--config ARCHIVO``, else ``atm.ini`` beside the program.
+  Never the current folder: whoever can write a file where the ATM is
+  started from must not be able to point it at another bank (and
+  another key), which a planted ``atm.ini`` would do;
+* bank: ``HOST PORT`` arguments, else ``atm.ini``, else ``localhost:8000``;
 * key: ``--llave``, else ``llave = …`` in ``atm.ini``, else ``llave.key``
-  in the current folder, else beside the program;
+  beside the program, else ``llave.key`` in the current folder, but only
+  when the bank was named on the command line (someone typed the
+  command in that folder; a double-click never reads it);
+* terminal id (printed on receipts): the key file's; an ``id`` in
+  ``atm.ini`` that names another terminal stops the ATM at start-up;
 * receipts and the log: ``recibos/`` and ``cajero_atm.log`` in the
   current folder (frozen: beside the executable) when writable, else in
   the user's data folder.
@@ -30,7 +38,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from atm_gui.model import AtmSettings
-from common.keyfile import DEFAULT_KEY_FILE
+from common.errors import KeyFileError
+from common.keys import DEFAULT_KEY_FILE, load_terminal_key
 
 # File names, the ini section and its keys are the file format's, hence Spanish.
 INI_NAME = "atm.ini"
@@ -50,10 +59,11 @@ class AtmConfig:
     host: str
     port: int
     key_file: Path
-    settings: AtmSettings
+    settings: AtmSettings  # ``atm_id``: the key file's terminal id ("" while no key file can be read)
     receipts_dir: Path
     log_file: Path
     ini_file: Path | None
+    terminal_id: str | None = None  # the id this ATM must run as, if known at start-up (key file, else atm.ini)
 
 
 def is_frozen() -> bool:
@@ -98,10 +108,10 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self) -> None:
         super().__init__(
             prog="python -m atm_gui",
-            description="Cajero automático del Banco del Sur: se conecta al banco con el protocolo ATM1.",
+            description="Cajero automático del Banco del Sur: se conecta al banco con el protocolo ATM2.",
             epilog=(
-                "Sin HOST ni PUERTO lee atm.ini (junto al programa o en la carpeta actual); "
-                "si no existe, usa localhost:8000."
+                "Sin HOST ni PUERTO usa el atm.ini que está junto al programa (o el de --config); "
+                "si no hay, localhost:8000. Nunca lee atm.ini de la carpeta actual."
             ),
             add_help=False,
         )
@@ -125,12 +135,17 @@ def _parser() -> _Parser:
     p.add_argument("port", nargs="?", metavar="PUERTO", help="puerto del banco")
     p.add_argument("-h", "--ayuda", action="help", help="muestra esta ayuda y termina")
     p.add_argument(
-        "--llave", dest="key_file", metavar="ARCHIVO", help="archivo de la llave del banco (por omisión llave.key)"
+        "--llave",
+        dest="key_file",
+        metavar="ARCHIVO",
+        help="archivo de la llave de este cajero, el que dio el banco con cajero-alta (por omisión llave.key)",
     )
     p.add_argument(
-        "--config", dest="ini_file", metavar="ARCHIVO", help="archivo de configuración (por omisión atm.ini)"
+        "--config",
+        dest="ini_file",
+        metavar="ARCHIVO",
+        help="archivo de configuración (por omisión atm.ini junto al programa)",
     )
-    p.add_argument("--id", dest="atm_id", metavar="ID", help="identificador de este cajero en los recibos")
     p.add_argument("--recibos", dest="receipts_dir", metavar="CARPETA", help="carpeta donde se guardan los recibos")
     return p
 
@@ -146,15 +161,14 @@ def _port(text: str, source: str) -> int:
 
 
 def _find_ini(explicit: str | None, cwd: Path) -> Path | None:
+    """``--config``, else ``atm.ini`` beside the program; never one from the current folder (see above)."""
     if explicit:
-        path = Path(explicit)
+        path = cwd / explicit
         if not path.is_file():
             raise ConfigError(f"{path}: no existe el archivo de configuración.")
         return path
-    for folder in (program_dir(), cwd):
-        if (folder / INI_NAME).is_file():
-            return folder / INI_NAME
-    return None
+    beside = program_dir() / INI_NAME
+    return beside if beside.is_file() else None
 
 
 def _read_ini(path: Path | None) -> configparser.SectionProxy | None:
@@ -181,10 +195,10 @@ def _whole_amount(text: str, source: str) -> Decimal:
     return value
 
 
-def _settings(sec: configparser.SectionProxy | None, path: Path | None, atm_id: str | None) -> AtmSettings:
+def _settings(sec: configparser.SectionProxy | None, path: Path | None, terminal_id: str) -> AtmSettings:
     base = AtmSettings()
     if sec is None:
-        return AtmSettings(atm_id=atm_id) if atm_id else base
+        return AtmSettings(atm_id=terminal_id)
     note = _whole_amount(sec["billete_minimo"], f"{path}, billete_minimo") if "billete_minimo" in sec else None
     quick = base.quick_amounts
     if "montos_rapidos" in sec:
@@ -197,23 +211,43 @@ def _settings(sec: configparser.SectionProxy | None, path: Path | None, atm_id: 
         raise ConfigError(f"{path}, inactividad: debe ser un número de segundos.") from None
     return AtmSettings(
         bank_name=sec.get("banco", base.bank_name),
-        atm_id=atm_id or sec.get("id", base.atm_id),
+        atm_id=terminal_id,
         smallest_note=note or base.smallest_note,
         quick_amounts=quick,
         inactivity=inactivity,
     )
 
 
-def find_key(explicit: str | None, from_ini: Path | None, cwd: Path) -> Path:
-    """Flag, then atm.ini, then ``llave.key`` here, then beside the program; the first that exists."""
+def terminal_identity(key_file: Path, ini_id: str | None, ini_file: Path | None) -> str | None:
+    """The terminal id this ATM runs as: the key file's; ``atm.ini``'s ``id`` may only repeat it.
+
+    A key file that cannot be read is not a start-up error: the ATM opens
+    and says so on screen (and reads the file again before every
+    connection); then ``atm.ini``'s ``id``, if any, is the id the key
+    file must name once it is fixed.
+    """
+    try:
+        key_id: str | None = load_terminal_key(key_file).terminal_id
+    except KeyFileError:
+        key_id = None
+    if ini_id is not None and key_id is not None and ini_id != key_id:
+        raise ConfigError(
+            f"{ini_file}, id: dice {ini_id!r}, pero la llave {key_file} es del cajero {key_id}. "
+            f"El identificador del cajero lo da su llave: borre la línea id o ponga id = {key_id}."
+        )
+    return key_id or ini_id
+
+
+def find_key(explicit: str | None, from_ini: Path | None, cwd: Path, bank_on_command_line: bool) -> Path:
+    """Flag, then atm.ini, then ``llave.key`` beside the program, then here if the bank was typed; see above."""
     if explicit:
-        return Path(explicit)
+        return cwd / explicit
     if from_ini is not None:
         return from_ini
-    for folder in (cwd, program_dir()):
-        if (folder / DEFAULT_KEY_FILE).is_file():
-            return folder / DEFAULT_KEY_FILE
-    return cwd / DEFAULT_KEY_FILE  # does not exist: the ATM says so on screen
+    beside = program_dir() / DEFAULT_KEY_FILE
+    if not beside.is_file() and bank_on_command_line and (cwd / DEFAULT_KEY_FILE).is_file():
+        return cwd / DEFAULT_KEY_FILE
+    return beside  # perhaps missing: the ATM says so on screen
 
 
 def load(argv: list[str] | None = None, cwd: Path | None = None) -> AtmConfig:
@@ -233,7 +267,9 @@ def load(argv: list[str] | None = None, cwd: Path | None = None) -> AtmConfig:
         port = DEFAULT_PORT
 
     key_from_ini = ini_dir / sec["llave"] if sec is not None and sec.get("llave") else None
-    key_file = find_key(args.key_file, key_from_ini, cwd)
+    key_file = find_key(args.key_file, key_from_ini, cwd, bank_on_command_line=args.host is not None)
+    ini_id = sec.get("id", "").strip() if sec is not None else ""
+    terminal_id = terminal_identity(key_file, ini_id or None, ini_file)
 
     data = data_dir(cwd)
     if args.receipts_dir:
@@ -246,8 +282,9 @@ def load(argv: list[str] | None = None, cwd: Path | None = None) -> AtmConfig:
         host=host,
         port=port,
         key_file=key_file,
-        settings=_settings(sec, ini_file, args.atm_id),
+        settings=_settings(sec, ini_file, terminal_id or ""),
         receipts_dir=receipts_dir,
         log_file=data / LOG_NAME,
         ini_file=ini_file,
+        terminal_id=terminal_id,
     )

@@ -78,6 +78,7 @@ class BankStatus:
     online: bool
     reason: OutageReason | None = None  # why not, when offline
     destination: str = ""  # "host:port", for the status bar
+    terminal_id: str = ""  # when online: the terminal the bank just accepted, from the key file (for receipts)
 
 
 @dataclass(frozen=True)

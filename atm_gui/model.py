@@ -46,6 +46,7 @@ class Screen(enum.Enum):
     PIN_REPEAT = "pin_repeat"
     MORE_TIME = "more_time"
     TAKE_CARD = "take_card"
+    TERMINAL_SUSPENDED = "terminal_suspended"  # the bank stopped checking PINs here: card returned
     OUT_OF_SERVICE = "out_of_service"
 
 
@@ -75,7 +76,14 @@ class OutageReason(enum.Enum):
     """Why the ATM cannot talk to the bank; each has its own words on screen."""
 
     UNREACHABLE = "unreachable"  # no TCP connection, or it broke and cannot be remade
-    WRONG_KEY = "wrong_key"  # the bank proved another key, or the key file is missing or bad
+    WRONG_KEY = "wrong_key"  # the bank proved another key: it does not hold this ATM's key (or this version)
+    REFUSED = "refused"  # the bank closed before its ServerHello: terminal unknown or revoked, or key version too old
+    NO_KEY = "no_key"  # this ATM's key file is missing, unreadable, malformed or another terminal's
+
+
+# Outages that trying again at once cannot end: someone at the bank or at the ATM must act
+# (the ATM still looks again every few seconds, so it comes back by itself once they have).
+STAFF_OUTAGES = frozenset({OutageReason.WRONG_KEY, OutageReason.REFUSED, OutageReason.NO_KEY})
 
 
 class Operation(enum.Enum):

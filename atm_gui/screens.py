@@ -36,8 +36,9 @@ def _typed_amount(s: SessionSnapshot) -> str:
 
 def _welcome(s: SessionSnapshot, now: float) -> ScreenView:
     if not s.online:
-        line1, line2 = wording.OUTAGE_LINES[s.outage]
-        return ScreenView(s.screen, wording.OUT_OF_SERVICE, s.bank_name, (line1, line2, wording.SORRY))
+        return ScreenView(
+            s.screen, wording.OUT_OF_SERVICE, s.bank_name, (*wording.OUTAGE_LINES[s.outage], wording.SORRY)
+        )
     return ScreenView(
         s.screen,
         s.bank_name,
@@ -190,8 +191,14 @@ def _take_card(s: SessionSnapshot, now: float) -> ScreenView:
 
 def _out_of_service(s: SessionSnapshot, now: float) -> ScreenView:
     """Out of service during a session (between customers it is the welcome screen that says so)."""
-    line1, line2 = wording.OUTAGE_LINES[s.outage]
-    return ScreenView(s.screen, wording.OUT_OF_SERVICE, s.bank_name, (line1, line2), help=wording.HELP_END)
+    return ScreenView(
+        s.screen, wording.OUT_OF_SERVICE, s.bank_name, wording.OUTAGE_LINES[s.outage], help=wording.HELP_END
+    )
+
+
+def _terminal_suspended(s: SessionSnapshot, now: float) -> ScreenView:
+    """The bank answered CAJERO_SUSPENDIDO: not the customer's fault, and no PIN was checked."""
+    return ScreenView(s.screen, wording.SUSPENDED_TITLE, wording.thanks_for_using(s.bank_name), wording.SUSPENDED_LINES)
 
 
 RENDERERS: dict[Screen, Renderer] = {
@@ -210,5 +217,6 @@ RENDERERS: dict[Screen, Renderer] = {
     Screen.RECEIPT: _receipt,
     Screen.MORE_TIME: _more_time,
     Screen.TAKE_CARD: _take_card,
+    Screen.TERMINAL_SUSPENDED: _terminal_suspended,
     Screen.OUT_OF_SERVICE: _out_of_service,
 }

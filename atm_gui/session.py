@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -90,6 +91,8 @@ TYPE_AHEAD_LIMIT = 40
 FAREWELL_EXTRA_SECONDS = 3.0  # "Retire su tarjeta" stays longer when it says why the session ended
 # Answers after which the card is returned at once, whatever the operation.
 CARD_REFUSED = frozenset({"TARJETA_BLOQUEADA", "TARJETA_INVALIDA", "NO_IDENTIFICADO"})
+# Screens shown while the card comes back; after a moment they give way to the welcome screen.
+CARD_RETURNED_SCREENS = frozenset({Screen.TAKE_CARD, Screen.TERMINAL_SUSPENDED})
 # On the menu the side keys F1-F6 mean the digits 1-6 shown beside them.
 MENU_SIDE_KEYS = {key: str(i) for i, key in enumerate(SIDE_KEYS[:6], start=1)}
 QUICK_AMOUNT_KEYS = SIDE_KEYS[:7]  # F8 is "Regresar"
@@ -126,7 +129,7 @@ class AtmSession:
         self.is_open = False
         self.screen = Screen.WELCOME
         # One key handler per screen. WAIT, MORE_TIME and CANCEL are handled in press_key;
-        # TAKE_CARD and OUT_OF_SERVICE take no key but CANCEL.
+        # TAKE_CARD, TERMINAL_SUSPENDED and OUT_OF_SERVICE take no key but CANCEL.
         self._key_handlers: dict[Screen, KeyHandler] = {
             Screen.WELCOME: self._key_welcome,
             Screen.PIN: self._key_pin,
@@ -170,7 +173,7 @@ class AtmSession:
             handler(key, now)
 
     def tick(self, now: float) -> None:
-        if self.screen is Screen.TAKE_CARD and now >= self._deadline:
+        if self.screen in CARD_RETURNED_SCREENS and now >= self._deadline:
             self._forget_customer(now)
             self.screen = Screen.WELCOME
         elif self.screen is Screen.MORE_TIME and now >= self._deadline:
@@ -187,6 +190,9 @@ class AtmSession:
         if isinstance(event, BankStatus):
             self.online = event.online
             self.bank_outage = event.reason or OutageReason.UNREACHABLE
+            if event.terminal_id and event.terminal_id != self.settings.atm_id:
+                # The key file names the terminal; receipts print what the bank accepted.
+                self.settings = replace(self.settings, atm_id=event.terminal_id)
             return
         if not self.is_open or event.session_no != self.session_no:
             return  # a late answer for a session that has already ended
@@ -240,7 +246,7 @@ class AtmSession:
         if self.screen is Screen.WELCOME:
             self._entry = ""
             self._notice = ""
-        elif self.screen is not Screen.TAKE_CARD:
+        elif self.screen not in CARD_RETURNED_SCREENS:
             self._end(now)
 
     def _type(self, key: str, max_digits: int) -> None:
@@ -457,6 +463,9 @@ class AtmSession:
         elif error == "PIN_INCORRECTO":
             self._go(Screen.PIN)
             self._notice = wording.wrong_pin(response.get("intentos_restantes"))
+        elif error == "CAJERO_SUSPENDIDO":
+            # Not the customer's doing: this ATM made too many wrong-PIN attempts. Its own screen.
+            self._end(now, screen=Screen.TERMINAL_SUSPENDED)
         else:
             self._end(now, message)
 
@@ -499,15 +508,20 @@ class AtmSession:
         self._farewell = ""
         self._type_ahead: list[str] = []
 
-    def _end(self, now: float, farewell: str = "") -> None:
-        """End the session safely from any screen: close the connection, return the card."""
+    def _end(self, now: float, farewell: str = "", screen: Screen = Screen.TAKE_CARD) -> None:
+        """End the session safely from any screen: close the connection, return the card.
+
+        ``screen`` is one of ``CARD_RETURNED_SCREENS``; a screen that says why
+        the session ended stays a little longer, so it can be read.
+        """
         if self.is_open:
             self._commands.append(CloseSession(self.session_no))
         self.is_open = False
         self._forget_customer(now)
         self._farewell = farewell
-        self.screen = Screen.TAKE_CARD
-        self._deadline = now + self.settings.take_card_seconds + (FAREWELL_EXTRA_SECONDS if farewell else 0.0)
+        self.screen = screen
+        explained = bool(farewell) or screen is not Screen.TAKE_CARD
+        self._deadline = now + self.settings.take_card_seconds + (FAREWELL_EXTRA_SECONDS if explained else 0.0)
 
     def _issue_receipt(self) -> None:
         result = self._result

@@ -213,9 +213,10 @@ class AtmWindow:
         brand = ttk.Frame(self.root, style="Cabinet.TFrame", padding=(20, 12, 20, 4))
         brand.grid(row=0, column=0, sticky="ew")
         ttk.Label(brand, text=self.session.settings.bank_name.upper(), style="Brand.TLabel").pack(side="left")
-        ttk.Label(brand, text=wording.brand_subtitle(self.session.settings), style="BrandSub.TLabel").pack(
-            side="left", pady=(8, 0)
+        self.brand_subtitle = ttk.Label(
+            brand, text=wording.brand_subtitle(self.session.settings), style="BrandSub.TLabel"
         )
+        self.brand_subtitle.pack(side="left", pady=(8, 0))
 
     def _build_screen_and_side_keys(self) -> None:
         area = ttk.Frame(self.root, style="Cabinet.TFrame", padding=(12, 6))
@@ -326,10 +327,11 @@ class AtmWindow:
         self._pump_job = self.root.after(PUMP_PERIOD_MS, self._pump)
         now = self.clock()
         for event in self._pending_events():
+            self.session.handle_event(event, now)
             match event:
                 case BankStatus(online=online, reason=reason, destination=destination):
                     self._show_bank_status(online, wording.bank_status(online, reason, destination))
-            self.session.handle_event(event, now)
+                    self._show_terminal_id()
         self.session.tick(now)
         self._dispatch()
         self._paint()
@@ -349,6 +351,13 @@ class AtmWindow:
         for command in self.session.take_commands():
             if self.worker is not None:
                 self.worker.send(command)
+
+    def _show_terminal_id(self) -> None:
+        """The terminal id in the title and the cabinet, as the session now knows it (from the key file)."""
+        settings = self.session.settings
+        if self.root.title() != wording.window_title(settings):
+            self.root.title(wording.window_title(settings))
+            self.brand_subtitle.configure(text=wording.brand_subtitle(settings))
 
     def _show_bank_status(self, online: bool, text: str) -> None:
         self.status_label.configure(text=text)

@@ -33,12 +33,15 @@ KEY_LABELS = {CANCEL: "CANCELAR", CLEAR: "BORRAR", ACCEPT: "ACEPTAR"}
 NO_BANK = "Sin banco"
 
 
+NO_TERMINAL_ID = "sin llave"  # the terminal id comes from the key file; before one is read, there is none
+
+
 def window_title(settings: AtmSettings) -> str:
-    return f"Cajero · {settings.bank_name} · {settings.atm_id}"
+    return f"Cajero · {settings.bank_name} · {settings.atm_id or NO_TERMINAL_ID}"
 
 
 def brand_subtitle(settings: AtmSettings) -> str:
-    return f"   Cajero automático · {settings.atm_id}"
+    return f"   Cajero automático · {settings.atm_id or NO_TERMINAL_ID}"
 
 
 def connecting(destination: str) -> str:
@@ -50,7 +53,11 @@ def bank_status(online: bool, reason: OutageReason | None, destination: str) -> 
     if online:
         return f"En línea con el banco ({destination})"
     if reason is OutageReason.WRONG_KEY:
-        return f"Fuera de servicio: la llave no coincide con la del banco ({destination})"
+        return f"Fuera de servicio: la llave de este cajero no coincide con la del banco ({destination})"
+    if reason is OutageReason.REFUSED:
+        return f"Fuera de servicio: el banco no autoriza a este cajero ({destination})"
+    if reason is OutageReason.NO_KEY:
+        return "Fuera de servicio: falta la llave de este cajero o no es válida (vea el registro)"
     return f"Fuera de servicio: sin comunicación con el banco ({destination}); reintentando"
 
 
@@ -64,12 +71,31 @@ MENU_OPTIONS = (
     ("6", "Salir"),
 )
 
-OUTAGE_LINES = {
+TELL_THE_STAFF = "Avise al personal del banco."
+NOT_AUTHORISED = "Este cajero no está autorizado por el banco:"
+# What the screen says for each outage: the customer reads the first line, the staff the rest.
+OUTAGE_LINES: dict[OutageReason, tuple[str, ...]] = {
     OutageReason.UNREACHABLE: ("No hay comunicación con el banco.", "Reintentando automáticamente…"),
-    OutageReason.WRONG_KEY: ("Este cajero no tiene la llave del banco.", "Avise al personal del banco."),
+    OutageReason.WRONG_KEY: (NOT_AUTHORISED, "su llave no coincide con la del banco.", TELL_THE_STAFF),
+    OutageReason.REFUSED: (
+        NOT_AUTHORISED,
+        "el banco no lo reconoce, lo dio de baja",
+        "o su llave ya no es válida.",
+        TELL_THE_STAFF,
+    ),
+    OutageReason.NO_KEY: ("Este cajero no tiene una llave válida:", "falta su archivo o está dañado.", TELL_THE_STAFF),
 }
 OUT_OF_SERVICE = "Fuera de servicio"
 SORRY = "Disculpe las molestias."
+# The bank stopped checking PINs at this ATM (too many wrong ones here): the card comes back.
+SUSPENDED_TITLE = "Cajero suspendido"
+SUSPENDED_LINES = (
+    "Por seguridad, este cajero no puede",
+    "verificar su PIN por ahora.",
+    "",
+    "Retire su tarjeta y use otro cajero",
+    "o intente más tarde.",
+)
 
 INSERT_CARD = "Inserte su tarjeta"
 INSERT_CARD_LINES = ("Teclee el número de su tarjeta", "y oprima ACEPTAR.")

@@ -16,10 +16,18 @@ What it decides on its own, because only it sees the socket:
   applying the money twice: the customer sees the true outcome.
 * ``CambiarPin`` whose answer was lost: the new PIN is tried first, so a
   change that was applied is reported as done and not tried again.
-* Being out of service. When the bank cannot be reached (or holds
-  another key) it says so and tries again every few seconds, so the
-  ATM comes back by itself; between customers it also looks every
-  ``probe_every`` seconds (connect, SALIR), so the welcome screen is honest.
+* Being out of service. When the bank cannot be reached, holds another
+  key for this ATM, or refuses this terminal (unknown, revoked, an old
+  key version), or the key file is unusable, it says which
+  (``BankStatus.reason``) and tries again every few seconds, so the
+  ATM comes back by itself once someone has acted; between customers
+  it also looks every ``probe_every`` seconds (connect, RENOVAR_LLAVE,
+  SALIR), so the welcome screen is honest.
+* Its key. The key file is read before every connection (``KeyStore``),
+  and after every handshake the worker asks ``RENOVAR_LLAVE``: a key the
+  bank hands over is written to the key file, atomically, before it is
+  ever used, and used from the next connection on (PROTOCOL.md
+  section 6). The key never reaches a log or an event.
 
 Commands: ``OpenSession``, ``SendRequest``, ``CloseSession``,
 ``SaveReceipt`` and ``Stop``. Events: ``BankStatus``, ``Connected``,
@@ -34,11 +42,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from atm_gui.bank_client import BankClient, BankError, BankWrongKey
+from atm_gui.bank_client import BankClient, BankError, BankRefused, BankWrongKey
 from atm_gui.events import (
     BankStatus,
     CloseSession,
@@ -56,8 +63,11 @@ from atm_gui.events import (
     SendRequest,
     Stop,
 )
-from atm_gui.model import OutageReason
+from atm_gui.key_store import KeyStore
+from atm_gui.model import STAFF_OUTAGES, OutageReason
 from common.errors import KeyFileError
+from common.files import create_new
+from common.keys import TerminalKey
 from common.messages import (
     CambiarPin,
     Consultar,
@@ -75,6 +85,17 @@ log = logging.getLogger("cajero.atm")
 # Requests that may be sent again after a lost reply without changing the outcome.
 RETRYABLE = (Consultar, Movimientos, Depositar, Retirar, CambiarPin)
 MAX_BACKOFF = 2.0  # seconds between attempts to resend a request, at most
+RECEIPT_MODE = 0o600  # a receipt names a card (masked) and a balance: for this user only
+# The log line for each outage, for the staff (the customer's words are in ``wording``).
+OUTAGE_LOG_LINES: dict[OutageReason | None, str] = {
+    None: "sin comunicación con el banco",
+    OutageReason.UNREACHABLE: "sin comunicación con el banco",
+    OutageReason.WRONG_KEY: "la llave de este cajero no coincide con la que el banco tiene para él",
+    OutageReason.REFUSED: (
+        "el banco rechazó a este cajero: no está dado de alta, fue dado de baja, o la versión de su llave ya no vale"
+    ),
+    OutageReason.NO_KEY: "este cajero no tiene una llave utilizable (vea el error anterior)",
+}
 
 
 class _NoConnection(Exception):
@@ -100,7 +121,7 @@ class Worker:
         self,
         host: str,
         port: int,
-        load_key: Callable[[], bytes],
+        keys: KeyStore,
         receipts_dir: Path,
         *,
         timeout: float = 10.0,
@@ -110,7 +131,8 @@ class Worker:
     ) -> None:
         self.host = host
         self.port = port
-        self._load_key = load_key
+        self._keys = keys
+        self._key_problem: str | None = None
         self._receipts_dir = receipts_dir
         self._timeout = timeout
         self._retry_every = retry_every
@@ -152,13 +174,13 @@ class Worker:
     # -- the worker thread ----------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._probe()
+            self._look_again()
             while not self._stopping.is_set():
                 wait = None if self._next_attempt is None else max(0.0, self._next_attempt - time.monotonic())
                 try:
                     command = self.commands.get(timeout=wait)
                 except queue.Empty:
-                    self._retry()
+                    self._look_again()
                     continue
                 if isinstance(command, Stop):
                     break
@@ -171,6 +193,20 @@ class Worker:
                     self._emit(RequestFailed(command.session_no, correlation_id))
         finally:
             self._say_goodbye()
+
+    def _look_again(self) -> None:
+        """Probe or reconnect (``_retry``); a bug there must not end the thread, or the ATM would be dead.
+
+        The staff find the trace in the log; the screen says out of service,
+        and the worker tries again a few seconds later.
+        """
+        try:
+            self._retry()
+        except Exception:
+            log.exception("error inesperado al conectar con el banco")
+            self._close_client()
+            self._set_status(False, OutageReason.UNREACHABLE)
+            self._retry_later()
 
     def _handle(self, command: OpenSession | SendRequest | CloseSession | SaveReceipt) -> None:
         match command:
@@ -186,41 +222,84 @@ class Worker:
     def _emit(self, event: Event) -> None:
         self.events.put(event)
 
-    def _set_status(self, online: bool, reason: OutageReason | None = None) -> None:
+    def _set_status(self, online: bool, reason: OutageReason | None = None, terminal_id: str = "") -> None:
         """Tell the window when the bank comes or goes (once per change), and log it."""
         if online == self._online and (online or reason == self._outage):
             return
         self._online = online
         self._outage = reason or self._outage
         if online:
-            log.info("en línea con el banco %s", self.destination)
-        elif reason is OutageReason.WRONG_KEY:
-            log.warning("la llave de este cajero no coincide con la del banco %s", self.destination)
+            log.info("en línea con el banco %s como cajero %s", self.destination, terminal_id)
         else:
-            log.warning("sin comunicación con el banco %s", self.destination)
-        self._emit(BankStatus(online, reason, self.destination))
+            log.warning("%s (banco %s)", OUTAGE_LOG_LINES.get(reason, OUTAGE_LOG_LINES[None]), self.destination)
+        self._emit(BankStatus(online, reason, self.destination, terminal_id if online else ""))
+
+    def _offline(self, reason: OutageReason) -> _NoConnection:
+        """Say why the bank cannot be used (once per change) and return the error to raise."""
+        self._set_status(False, reason)
+        return _NoConnection(reason)
+
+    def _load_key(self) -> TerminalKey:
+        """This ATM's key as the file holds it now; a problem is logged once, not at every retry."""
+        try:
+            key = self._keys.load()
+        except KeyFileError as exc:
+            if str(exc) != self._key_problem:
+                self._key_problem = str(exc)
+                log.error("%s", exc)
+            raise self._offline(OutageReason.NO_KEY) from None
+        self._key_problem = None
+        return key
 
     def _connect(self) -> None:
-        """Open a connection or raise ``_NoConnection``; reads the key each time so a fixed key file is picked up."""
+        """Open a connection or raise ``_NoConnection``; reads the key each time so a fixed or renewed key is used."""
         self._close_client()
-        try:
-            psk = self._load_key()
-        except KeyFileError as exc:
-            log.error("%s", exc)
-            self._set_status(False, OutageReason.WRONG_KEY)
-            raise _NoConnection(OutageReason.WRONG_KEY) from None
-        client = BankClient(self.host, self.port, psk, timeout=self._timeout)
+        key = self._load_key()
+        client = BankClient(self.host, self.port, key, timeout=self._timeout)
         try:
             client.connect()
+            self._renew_key(client, key)
         except BankWrongKey:
-            self._set_status(False, OutageReason.WRONG_KEY)
-            raise _NoConnection(OutageReason.WRONG_KEY) from None
+            raise self._offline(OutageReason.WRONG_KEY) from None
+        except BankRefused:
+            raise self._offline(OutageReason.REFUSED) from None
         except BankError as exc:
             log.info("no se pudo conectar: %s", exc)
-            self._set_status(False, OutageReason.UNREACHABLE)
-            raise _NoConnection(OutageReason.UNREACHABLE) from None
+            client.close()
+            raise self._offline(OutageReason.UNREACHABLE) from None
         self._client = client
-        self._set_status(True)
+        self._set_status(True, terminal_id=key.terminal_id)
+
+    def _renew_key(self, client: BankClient, key: TerminalKey) -> None:
+        """``RENOVAR_LLAVE`` after every handshake; a new key is stored (atomically) before any use.
+
+        This connection goes on under the old key, which the bank keeps
+        accepting until a session under the new one proves it; the next
+        connection reads the new file. If the file cannot be written the
+        old key stays in use and the bank hands the same key over again
+        next time, so nothing is lost but a log line.
+        """
+        new_key = client.renew_key()
+        if new_key is None or new_key.version == key.version:
+            return
+        if new_key.version < key.version:
+            log.warning(
+                "el banco ofreció la versión %d de la llave, anterior a la %d en uso: se ignora",
+                new_key.version,
+                key.version,
+            )
+            return
+        try:
+            self._keys.save(new_key)
+        except KeyFileError as exc:
+            log.error("%s", exc)
+            return
+        log.info(
+            "llave del cajero %s renovada: versión %d guardada en %s; se usa desde la próxima conexión",
+            new_key.terminal_id,
+            new_key.version,
+            self._keys.path,
+        )
 
     def _close_client(self) -> None:
         if self._client is not None:
@@ -235,7 +314,7 @@ class Worker:
         self._next_attempt = time.monotonic() + self._probe_every if self._probe_every > 0 else None
 
     def _probe(self) -> None:
-        """Between customers: connect, say SALIR, close; only to know whether the bank is there."""
+        """Between customers: connect (and take any renewed key), say SALIR, close: is the bank there?"""
         try:
             self._connect()
         except _NoConnection:
@@ -312,8 +391,7 @@ class Worker:
         try:
             self._receipts_dir.mkdir(parents=True, exist_ok=True)
             path = self._receipts_dir / file_name
-            with open(path, "x", encoding="utf-8", newline="\n") as handle:
-                handle.write(command.text)
+            create_new(path, command.text.encode("utf-8"), RECEIPT_MODE)
         except OSError as exc:
             log.error("no se pudo guardar el recibo %s: %s", file_name, exc)
             self._emit(ReceiptFailed(command.session_no, file_name))
@@ -355,6 +433,8 @@ class Worker:
                     self._card, self._pin = card, pin
                 case CambiarPin(pin_nuevo=new_pin):
                     self._pin = new_pin
+        if isinstance(request, Identificar) and response.get("error") == "CAJERO_SUSPENDIDO":
+            log.warning("el banco suspendió la verificación de PIN en este cajero: demasiados PIN incorrectos")
         if response.get("repetida") and isinstance(request, Depositar | Retirar):
             log.info(
                 "%s %s ya estaba aplicada; el banco devolvió el resultado original",
@@ -379,7 +459,7 @@ class Worker:
                 self._close_client()
                 if not isinstance(request, RETRYABLE) or self._stopping.is_set() or time.monotonic() >= deadline:
                     raise
-                if isinstance(exc, _NoConnection) and exc.reason is OutageReason.WRONG_KEY:
+                if isinstance(exc, _NoConnection) and exc.reason in STAFF_OUTAGES:
                     raise
                 attempt += 1
                 log.warning("reintentando %s (intento %d) tras: %s", request_op_name(request), attempt, exc)

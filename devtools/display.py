@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from common.keys import TerminalKey
 from devtools.bank_process import RunningBank
 
 CARD = "1111111111111111"
@@ -65,12 +66,13 @@ def xdotool(display: str, *args: str) -> str:
 
 
 def press(display: str, *steps: str) -> None:
-    """Real key presses into the Cajero window: ``"Return"``/``"Escape"`` are keys, anything else is typed."""
+    """Real key presses into the Cajero window: ``"Return"``, ``"Escape"``, ``"BackSpace"`` and ``"F1"``-``"F8"``
+    are keys, anything else is typed."""
     window = xdotool(display, "search", "--sync", "--onlyvisible", "--name", "Cajero").split()[0]
     xdotool(display, "windowfocus", "--sync", window)
     time.sleep(0.3)
     for step in steps:
-        if step in ("Return", "Escape", "BackSpace"):
+        if step in ("Return", "Escape", "BackSpace") or (len(step) == 2 and step[0] == "F" and step[1] in "12345678"):
             xdotool(display, "key", step)
         else:
             xdotool(display, "type", "--delay", "20", step)
@@ -94,8 +96,12 @@ def stop_process(process: subprocess.Popen) -> str:
     return (out or b"").decode(errors="replace")
 
 
-def bank_state(bank: RunningBank, card: str = CARD, pin: str = PIN) -> dict[str, Any]:
-    with bank.client() as client:
+def bank_state(bank: RunningBank, card: str = CARD, pin: str = PIN, key: TerminalKey | None = None) -> dict[str, Any]:
+    """The card's balance and movements, asked as terminal ``key`` (by default the bank's CAJERO-01).
+
+    Pass the key an ATM under test now holds when the bank rotated it: the old version is refused
+    once the ATM has switched."""
+    with bank.client(terminal_key=key) as client:
         assert client.request({"op": "IDENTIFICAR", "tarjeta": card, "pin": pin})["ok"] is True
         balance = client.request({"op": "CONSULTAR"})["saldo"]
         movements = client.request({"op": "MOVIMIENTOS", "n": 10})["movimientos"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gc
 import itertools
-import shutil
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -20,11 +21,13 @@ from typing import Any
 
 import pytest
 
+from atm_gui.key_store import KeyStore
 from atm_gui.model import ACCEPT, CANCEL, AtmSettings, Screen, ScreenView
 from atm_gui.screens import render
 from atm_gui.session import AtmSession
 from atm_gui.worker import Worker
-from devtools.bank_process import server_env
+from common.keys import TerminalKey, write_terminal_key
+from devtools.bank_process import RunningBank, server_env
 from devtools.display import (
     assert_must_show_at_the_bank,
     bank_state,
@@ -51,11 +54,13 @@ def _tk_root(display: str) -> Any:
 class App:
     """An in-process ATM window with its worker, torn down by the fixture."""
 
-    def __init__(self, display: str, port: int, psk: bytes, receipts_dir: Path) -> None:
+    def __init__(self, display: str, port: int, key: TerminalKey, folder: Path) -> None:
         from atm_gui.window import AtmWindow
 
+        folder.mkdir(parents=True, exist_ok=True)
+        write_terminal_key(folder / "llave.key", key)
         self.root = _tk_root(display)
-        self.worker = Worker("127.0.0.1", port, lambda: psk, receipts_dir, retry_every=0.3)
+        self.worker = Worker("127.0.0.1", port, KeyStore(folder / "llave.key"), folder / "recibos", retry_every=0.3)
         self.worker.start()
         self.session = AtmSession(AtmSettings(take_card_seconds=0.5))  # a short "Retire su tarjeta" keeps tests quick
         self.window = AtmWindow(self.root, self.session, self.worker, destination=f"127.0.0.1:{port}")
@@ -96,8 +101,9 @@ class App:
 def make_app(display: str, tmp_path: Path) -> Iterator[Any]:
     apps: list[App] = []
 
-    def factory(port: int, psk: bytes) -> App:
-        app = App(display, port, psk, tmp_path / "recibos")
+    def factory(port: int, key: TerminalKey | None) -> App:
+        assert key is not None
+        app = App(display, port, key, tmp_path / f"cajero-{len(apps)}")
         apps.append(app)
         return app
 
@@ -115,7 +121,7 @@ def test_tk_loop_never_stalls_while_the_bank_is_slow(make_app):
     """A bank that holds its reply 2 s: Tk's event loop keeps ticking (no gap over 100 ms)."""
     with FakeBankServer() as fake:
         fake.delay["CONSULTAR"] = 2.0
-        app = make_app(fake.port, fake.psk)
+        app = make_app(fake.port, fake.terminal_key)
         app.press(CARD, ACCEPT, PIN, ACCEPT)
         app.run_until(lambda: app.session.screen is Screen.MENU)
         ticks: list[float] = []
@@ -142,7 +148,7 @@ def test_tk_loop_never_stalls_while_the_bank_is_slow(make_app):
 
 @pytest.mark.timeout(90)
 def test_keypad_buttons_deposit_and_withdraw_at_a_real_bank(make_app, bank):
-    app = make_app(bank.port, bank.psk)
+    app = make_app(bank.port, bank.terminal_key)
     app.press(CARD, ACCEPT, PIN, ACCEPT)
     app.run_until(lambda: app.session.screen is Screen.MENU)
     app.press("2", "750", ACCEPT)
@@ -173,7 +179,8 @@ def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_pat
     require_xdotool()
     folder = tmp_path / "cajero"
     folder.mkdir()
-    shutil.copy(bank.key_path, folder / "llave.key")
+    assert bank.terminal_key is not None
+    write_terminal_key(folder / "llave.key", bank.terminal_key)  # what cajero-alta gave this ATM
     env = {**server_env(), "DISPLAY": display}
     atm = subprocess.Popen(
         [sys.executable, "-m", "atm_gui", "127.0.0.1", str(bank.port)],
@@ -191,12 +198,14 @@ def test_must_show_real_key_presses_into_python_m_atm_gui(display, bank, tmp_pat
     finally:
         output = stop_process(atm)
     assert "Traceback" not in output, output
+    if os.name != "nt":  # attack 3: the ATM's log is its user's only
+        assert stat.S_IMODE((folder / "cajero_atm.log").stat().st_mode) == 0o600
 
 
 @pytest.mark.timeout(60)
 def test_out_of_service_screen_then_automatic_recovery(make_app):
     with FakeBankServer(listen=False) as fake:
-        app = make_app(fake.port, fake.psk)
+        app = make_app(fake.port, fake.terminal_key)
         app.run_until(lambda: app.view().title == "Fuera de servicio")
         assert "No hay comunicación con el banco." in app.view().lines
         assert "Fuera de servicio" in app.window.status_label.cget("text")
@@ -206,16 +215,65 @@ def test_out_of_service_screen_then_automatic_recovery(make_app):
 
 
 @pytest.mark.timeout(60)
-def test_wrong_key_screen(make_app):
-    with FakeBankServer() as fake:
-        app = make_app(fake.port, bytes(32))
-        app.run_until(lambda: "Este cajero no tiene la llave del banco." in app.view().lines)
+def test_wrong_key_screen_at_a_real_bank(make_app, bank):
+    """The bank knows CAJERO-01 with another key: the ATM says its key does not match."""
+    assert bank.terminal_key is not None
+    app = make_app(bank.port, TerminalKey("CAJERO-01", bank.terminal_key.version, bytes(32)))
+    app.run_until(lambda: "su llave no coincide con la del banco." in app.view().lines)
+    assert app.view().title == "Fuera de servicio"
+    assert "no coincide" in app.window.status_label.cget("text")
+
+
+@pytest.mark.timeout(60)
+def test_unknown_then_revoked_terminal_screens_at_a_real_bank(make_app, bank):
+    """A terminal the bank never enrolled, and one it revoked: both refused, each in plain Spanish."""
+    app = make_app(bank.port, TerminalKey("CAJERO-77", 1, bytes(32)))
+    app.run_until(lambda: "el banco no lo reconoce, lo dio de baja" in app.view().lines)
+    assert "Este cajero no está autorizado por el banco:" in app.view().lines
+    key = bank.enrol("CAJERO-02")
+    _registry(bank).revoke("CAJERO-02")
+    other = make_app(bank.port, key)
+    other.run_until(lambda: "el banco no lo reconoce, lo dio de baja" in other.view().lines)
+    assert "no autoriza" in other.window.status_label.cget("text")
+
+
+@pytest.mark.timeout(90)
+def test_suspended_terminal_screen_at_a_real_bank(make_app, make_bank):
+    """Wrong PINs on several cards from one ATM: the bank suspends its PIN checks; the ATM says so."""
+    bank = make_bank(extra_args=("--max-pin-fallidos-cajero", "2"))
+    app = make_app(bank.port, bank.terminal_key)
+    suspended = False
+    for card in ("4000123412341234", "5500000000000004", "1111111111111111"):
+        app.run_until(lambda: app.session.screen is Screen.WELCOME, timeout=15)
+        app.press(card, ACCEPT)
+        for _ in range(2):  # two wrong PINs per card: never the third, which would block the card
+            app.press("9999", ACCEPT)
+            app.run_until(lambda: app.session.screen is not Screen.WAIT)
+            suspended = app.session.screen is Screen.TERMINAL_SUSPENDED
+            if suspended:
+                break
+            assert "PIN incorrecto" in app.view().notice
+        if suspended:
+            break
+        app.press(CANCEL)
+    assert suspended, "more wrong PINs than --max-pin-fallidos-cajero 2 must suspend the ATM's PIN checks"
+    v = app.view()
+    assert v.title == "Cajero suspendido" and "verificar su PIN por ahora." in v.lines
+    app.run_until(lambda: app.session.screen is Screen.WELCOME, timeout=15)
+    assert app.session.online  # the ATM itself is still in service for the bank
+
+
+def _registry(bank: RunningBank) -> Any:
+    from bank_server.terminals import TerminalRegistry
+    from devtools.bank_process import TEST_BANK_KEY
+
+    return TerminalRegistry.for_ledger(bank.ledger_path, TEST_BANK_KEY)
 
 
 @pytest.mark.timeout(60)
 def test_lost_deposit_reply_shows_the_true_outcome_once(make_app):
     with FakeBankServer() as fake:
-        app = make_app(fake.port, fake.psk)
+        app = make_app(fake.port, fake.terminal_key)
         app.press(CARD, ACCEPT, PIN, ACCEPT)
         app.run_until(lambda: app.session.screen is Screen.MENU)
         fake.lose_reply.add("DEPOSITAR")
@@ -229,7 +287,7 @@ def test_lost_deposit_reply_shows_the_true_outcome_once(make_app):
 @pytest.mark.timeout(60)
 def test_fonts_scale_with_the_window(make_app):
     with FakeBankServer() as fake:
-        app = make_app(fake.port, fake.psk)
+        app = make_app(fake.port, fake.terminal_key)
         app.root.update()
         before = app.window.key_font.cget("size")
         app.root.geometry("1260x1000")
@@ -240,7 +298,7 @@ def test_fonts_scale_with_the_window(make_app):
 @pytest.mark.timeout(60)
 def test_a_bug_in_a_callback_ends_the_session_but_not_the_atm(make_app, caplog):
     with FakeBankServer() as fake:
-        app = make_app(fake.port, fake.psk)
+        app = make_app(fake.port, fake.terminal_key)
         app.press(CARD, ACCEPT, PIN, ACCEPT)
         app.run_until(lambda: app.session.screen is Screen.MENU)
         original = app.session.tick
@@ -261,7 +319,7 @@ def test_a_bug_in_a_callback_ends_the_session_but_not_the_atm(make_app, caplog):
 
 @pytest.mark.timeout(60)
 def test_wrong_pin_and_blocked_card_at_a_real_bank(make_app, bank):
-    app = make_app(bank.port, bank.psk)
+    app = make_app(bank.port, bank.terminal_key)
     app.press("4000123412341234", ACCEPT, "9999", ACCEPT)
     app.run_until(lambda: app.session.screen is Screen.PIN and "intentos" in app.view().notice)
     assert "Le quedan 2 intentos." in app.view().notice

@@ -34,6 +34,8 @@ from common.messages import Depositar, Retirar, request_op_name, request_to_wire
 
 pytestmark = pytest.mark.timeout(60)
 
+NOT_AUTHORISED = "Este cajero no está autorizado por el banco:"
+
 CARD = "1111111111111111"
 PIN = "1234"
 
@@ -386,17 +388,74 @@ def test_unreachable_bank_at_card_then_recovers():
     assert session.screen is Screen.PIN
 
 
-def test_wrong_key_screen_and_welcome_out_of_service():
+@pytest.mark.parametrize(
+    ("reason", "says"),
+    [
+        (OutageReason.WRONG_KEY, (NOT_AUTHORISED, "su llave no coincide con la del banco.")),
+        (OutageReason.REFUSED, (NOT_AUTHORISED, "o su llave ya no es válida.")),
+        (OutageReason.NO_KEY, ("Este cajero no tiene una llave válida:", "falta su archivo o está dañado.")),
+    ],
+)
+def test_key_trouble_has_its_own_screen_and_takes_no_card(reason, says):
+    """A wrong key, a refused terminal and a missing key file each say so; the staff are asked to act."""
     session = AtmSession()
-    session.handle_event(BankStatus(online=False, reason=OutageReason.WRONG_KEY), 0)
+    session.handle_event(BankStatus(online=False, reason=reason), 0)
     v = view(session)
     assert v.title == "Fuera de servicio"
-    assert "Este cajero no tiene la llave del banco." in v.lines
+    for line in says:
+        assert line in v.lines
+    assert "Avise al personal del banco." in v.lines
     for k in (*CARD, ACCEPT):
         session.press_key(k, 0)
     assert session.take_commands() == []
     session.handle_event(BankStatus(online=True), 0)
     assert view(session).subtitle == "Inserte su tarjeta"
+
+
+def test_refused_during_a_session_says_so_until_cancel():
+    session = AtmSession()
+    press(session, FakeBank(), f"{CARD}")
+    session.press_key(ACCEPT, 0)
+    (command,) = session.take_commands()
+    session.handle_event(Disconnected(command.session_no, OutageReason.REFUSED), 0)
+    v = view(session)
+    assert v.title == "Fuera de servicio" and "el banco no lo reconoce, lo dio de baja" in v.lines
+    session.press_key(CANCEL, 0)
+    assert session.screen is Screen.TAKE_CARD
+
+
+def test_suspended_terminal_returns_the_card_with_its_own_screen():
+    """CAJERO_SUSPENDIDO: no PIN was checked; the customer is told it is the ATM, not them."""
+    bank = FakeBank()
+    session = AtmSession(AtmSettings(take_card_seconds=4.0))
+    original = bank.serve
+
+    def suspended(m: dict[str, Any]) -> dict[str, Any]:
+        if m["op"] == "IDENTIFICAR":
+            return {"ok": False, "error": "CAJERO_SUSPENDIDO", "mensaje": "Este cajero no puede verificar PIN."}
+        return original(m)
+
+    bank.serve = suspended  # type: ignore[method-assign]
+    press(session, bank, f"{CARD}⏎{PIN}⏎", now=10.0)
+    v = view(session)
+    assert session.screen is Screen.TERMINAL_SUSPENDED and not session.is_open
+    assert v.title == "Cajero suspendido"
+    assert "verificar su PIN por ahora." in v.lines and "Retire su tarjeta y use otro cajero" in v.lines
+    assert isinstance(bank.commands[-1], CloseSession)
+    session.press_key(CANCEL, 11.0)  # nothing to cancel: the card is on its way out
+    assert session.screen is Screen.TERMINAL_SUSPENDED
+    session.tick(14.5)
+    assert session.screen is Screen.TERMINAL_SUSPENDED  # it stays longer than a plain "Retire su tarjeta"
+    session.tick(17.1)
+    assert session.screen is Screen.WELCOME
+
+
+def test_the_terminal_id_on_receipts_is_the_one_the_bank_accepted():
+    """The id comes from the key file, through the worker's BankStatus: receipts print it."""
+    session, bank = logged_in()
+    session.handle_event(BankStatus(online=True, terminal_id="SUC-CENTRO-07"), 0)
+    press(session, bank, "1[F4]")
+    assert "Cajero:    SUC-CENTRO-07" in session.snapshot().receipt_lines
 
 
 def test_lost_request_ends_session_with_a_true_message():
@@ -429,6 +488,9 @@ def test_everything_the_customer_reads_is_spanish_text():
 TROUBLE: dict[str, Callable[[int], Event]] = {
     "!disconnected": lambda n: Disconnected(n, OutageReason.UNREACHABLE),
     "!wrong_key": lambda n: Disconnected(n, OutageReason.WRONG_KEY),
+    "!refused": lambda n: Disconnected(n, OutageReason.REFUSED),
+    "!no_key": lambda n: BankStatus(online=False, reason=OutageReason.NO_KEY),
+    "!suspended": lambda n: Reply(n, 1, {"ok": False, "error": "CAJERO_SUSPENDIDO", "mensaje": "x"}),
     "!connected": lambda n: Connected(n),
     "!reconnecting": lambda n: Reconnecting(n, correlation_id=0, attempt=1),
     "!failed": lambda n: RequestFailed(n),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from devtools.bank_process import ROOT, RunningBank
+from bank_server.terminals import TerminalRegistry
+from common.keys import load_terminal_key, write_terminal_key
+from devtools.bank_process import ROOT, TEST_BANK_KEY, RunningBank
 from devtools.display import (
     CARD,
     PIN,
@@ -70,9 +73,10 @@ def bare_env(display: str, home: Path) -> dict[str, str]:
 @pytest.mark.timeout(600)
 def test_executable_with_host_and_port_does_the_must_show(executable: Path, display: str, bank: RunningBank, tmp_path):
     require_xdotool()
-    folder = tmp_path / "cliente"  # holds only llave.key, as the issue says
+    folder = tmp_path / "cliente"  # holds only llave.key (this ATM's, from cajero-alta), as the issue says
     folder.mkdir()
-    shutil.copy(bank.key_path, folder / "llave.key")
+    assert bank.terminal_key is not None
+    write_terminal_key(folder / "llave.key", bank.terminal_key)
     process = subprocess.Popen(
         [str(executable), "127.0.0.1", str(bank.port)],
         cwd=folder,
@@ -93,18 +97,26 @@ def test_executable_with_host_and_port_does_the_must_show(executable: Path, disp
 def test_double_click_reads_atm_ini_beside_the_executable(
     executable: Path, display: str, bank: RunningBank, tmp_path: Path
 ):
-    """No arguments, started from another folder: the settings, the key and the log are beside the executable."""
+    """No arguments, started from another folder: the settings, the key and the log are beside the executable.
+
+    The folder it is started from holds a planted ``atm.ini`` naming another bank: it must be ignored
+    (attack 7). The bank rotates this ATM's key before it starts: the executable stores the new key
+    beside itself and serves the customer under it. Its log and receipt are its user's only.
+    """
     require_xdotool()
     beside = tmp_path / "instalado"
     beside.mkdir()
     installed = beside / EXE_NAME
     shutil.copy2(executable, installed)
-    shutil.copy(bank.key_path, beside / "llave.key")
+    assert bank.terminal_key is not None
+    write_terminal_key(beside / "llave.key", bank.terminal_key)
     (beside / "atm.ini").write_text(
-        f"[cajero]\nhost = 127.0.0.1\npuerto = {bank.port}\nllave = llave.key\n", encoding="utf-8"
+        f"[cajero]\nhost = 127.0.0.1\npuerto = {bank.port}\nllave = llave.key\nid = CAJERO-01\n", encoding="utf-8"
     )
+    TerminalRegistry.for_ledger(bank.ledger_path, TEST_BANK_KEY).rotate("CAJERO-01")
     elsewhere = tmp_path / "escritorio"
     elsewhere.mkdir()
+    (elsewhere / "atm.ini").write_text("[cajero]\nhost = 127.0.0.1\npuerto = 9\nllave = otra.key\n", encoding="utf-8")
     process = subprocess.Popen(
         [str(installed)],
         cwd=elsewhere,
@@ -114,12 +126,25 @@ def test_double_click_reads_atm_ini_beside_the_executable(
     )
     try:
         press(display, CARD, "Return", PIN, "Return", "2", "100", "Return", "Return")
+        new_key = load_terminal_key(beside / "llave.key")
         deadline = time.monotonic() + 20
-        while bank_state(bank)["saldo"] != "234544.00" and time.monotonic() < deadline:
+        while bank_state(bank, key=new_key)["saldo"] != "234544.00" and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert bank_state(bank)["saldo"] == "234544.00"
+        assert bank_state(bank, key=new_key)["saldo"] == "234544.00"
+        press(display, "F4")  # the receipt
+        receipts = beside / "recibos"
+        while not list(receipts.glob("*.txt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         said = stop_process(process)
     assert "Traceback" not in said, said
-    assert list(elsewhere.iterdir()) == [], "nothing is written in the folder it was started from"
-    assert (beside / "cajero_atm.log").exists(), "the log goes beside the executable"
+    assert new_key.version == 2, "the renewed key is stored beside the executable"
+    assert [p.name for p in elsewhere.iterdir()] == ["atm.ini"], "nothing is written in the folder it was started from"
+    log = beside / "cajero_atm.log"
+    assert log.exists(), "the log goes beside the executable"
+    assert "configuración " + str(beside / "atm.ini") in log.read_text(encoding="utf-8")
+    (receipt,) = receipts.glob("*.txt")
+    assert "Cajero:    CAJERO-01" in receipt.read_text(encoding="utf-8")
+    if os.name != "nt":
+        for private in (log, receipt, beside / "llave.key"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
