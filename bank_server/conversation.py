@@ -102,12 +102,11 @@ class Conversation:
             raise RequestError("PETICION_INVALIDA", "already identified")
         if self.tried is not None and request.tarjeta != self.tried:
             raise RequestError("PETICION_INVALIDA", "one card per connection")
-        self.pins.guard.refuse_if_suspended()  # before anything about the card: no PIN is checked
         account_for(self.store.refresh(), request.tarjeta)
         if self.tried is None:
             self.tried = request.tarjeta
             self.store.state.bind(request.tarjeta)
-        account = self.pins.check(request.tarjeta, request.pin)
+        account = self.pins.identify(request.tarjeta, request.pin)
         self.card = request.tarjeta
         return ok_response(titular=account.titular)
 

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bank_server import paths
+
 try:
     import fcntl
 except ImportError:  # Windows: no group commit, each writer syncs
@@ -47,7 +49,8 @@ MAX_ROUNDS = 50  # followers re-check after each sync they waited for; then they
 
 
 def sync_lock_path_for(ledger_path: Path) -> Path:
-    return ledger_path.with_suffix(".sincro.lock")
+    """``cuenta.bloqueos/cuenta.sincro.lock``, its private folder made on demand (``bank_server.paths``)."""
+    return paths.sync_lock_path(ledger_path)
 
 
 class SyncBoard:

@@ -37,13 +37,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bank_server import faults
+from bank_server import faults, paths
 from bank_server.config import ServerConfig
 from bank_server.conversation import Conversation
 from bank_server.cpu_slots import CpuSlots
 from bank_server.group_commit import SyncBoard, sync_lock_path_for
 from bank_server.handshake_board import HandshakeBoard
-from bank_server.logs import setup_logging
+from bank_server.logs import alert, setup_logging
 from bank_server.pin_checks import PinChecker, TerminalGuard
 from bank_server.pins import pin_pepper
 from bank_server.stop_flag import StopFlag
@@ -55,10 +55,6 @@ from common.keys import load_bank_key
 from common.messages import encode
 
 log = logging.getLogger(__name__)
-try:  # TEMPORARY until bank_server.logs.alert lands
-    from bank_server.logs import alert
-except ImportError:
-    alert = log.warning
 POLL = 0.25
 
 
@@ -119,7 +115,9 @@ def handler_main(start: HandlerStart) -> None:
     if start.inherited is not None:
         for thing in start.inherited.to_close:
             thing.close()
-    setup_logging(start.config.log_file, detailed=start.config.detailed_log)
+    setup_logging(
+        start.config.log_file, detailed=start.config.detailed_log, lock_dir=paths.locks_dir(start.config.ledger)
+    )
     try:
         store, registry, bank_key = _load_bank(start)
         # Everything loaded so far (the accounts above all) lives as long as the process: keep it out of
@@ -229,7 +227,7 @@ class ConnectionLoop:
             log.error("%s: %s", self.peer, exc)
             return True
         if revoked:
-            alert("cajero %s (%s): conexión cerrada, el cajero fue dado de baja", self.terminal_id, self.peer)
+            alert("%s cajero %s: conexión cerrada, el cajero fue dado de baja", self.peer, self.terminal_id)
         return revoked
 
     def _wait_for_bytes(self, timeout: float) -> bool:

@@ -5,9 +5,11 @@ copy, 30 simultaneous guesses on one card were all checked, so three
 tries became thirty. Here an attempt is first *admitted* under the ledger
 lock (``rules.decide_pin_admission``: ``intentos`` + 1, synced), then
 checked outside the lock (scrypt is slow), then a right PIN resets the
-count (``rules.decide_pin_success``). Wrong attempts also count against
-the terminal (``TerminalGuard``), which is suspended for PIN checks past
-its limit (PROTOCOL.md section 6).
+count (``rules.decide_pin_success``). An IDENTIFICAR's attempt is also
+admitted against its terminal first (``TerminalGuard``: checked and
+counted in one locked write of the registry, taken back if the PIN proves
+right), so simultaneous attempts on many cards cannot all slip under the
+terminal's limit (PROTOCOL.md section 6).
 
 CPU: each connection may run at most ``MAX_CHECKS_PER_CONNECTION`` scrypt
 computations, and the whole bank one per core at a time (``CpuSlots``).
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from bank_server.clock import now_iso
 from bank_server.cpu_slots import CpuSlots
 from bank_server.ledger import MAX_PIN_ATTEMPTS, Account
+from bank_server.logs import alert
 from bank_server.pins import hash_pin, needs_rehash, verify_pin
 from bank_server.rules import decide_pin_admission, decide_pin_success
 from bank_server.store import Store
@@ -29,31 +32,39 @@ from bank_server.terminals import TerminalRegistry
 from common.messages import RequestError
 
 log = logging.getLogger(__name__)
-try:  # TEMPORARY until bank_server.logs.alert lands
-    from bank_server.logs import alert
-except ImportError:
-    alert = log.warning
 MAX_CHECKS_PER_CONNECTION = 8  # log-in (at most 3 tries on its one card) and a few PIN changes
 
 
 @dataclass
 class TerminalGuard:
-    """The terminal's side of guessing: suspended or not, and counting its wrong PINs."""
+    """The terminal's side of guessing (PROTOCOL.md section 6): its attempts over all cards, in the registry."""
 
     registry: TerminalRegistry
     terminal_id: str
     peer: str
 
-    def refuse_if_suspended(self) -> None:
-        if self.registry.is_suspended(self.terminal_id, time.time()):
+    def admit(self) -> tuple[float, int]:
+        """Count an IDENTIFICAR's attempt before its check: ``(when, count)``; ``CAJERO_SUSPENDIDO`` if over."""
+        when = time.time()
+        count = self.registry.admit_pin_attempt(self.terminal_id, when)
+        if count is None:
             raise RequestError("CAJERO_SUSPENDIDO")
+        return when, count
 
-    def wrong_pin(self) -> None:
-        if self.registry.record_wrong_pin(self.terminal_id, time.time()):
+    def withdraw(self, when: float) -> None:
+        self.registry.withdraw_pin_attempt(self.terminal_id, when)
+
+    def wrong_pin(self, count: int | None) -> None:
+        """A wrong PIN: counted already if admitted (``count``); else (a PIN change) counted now."""
+        if count is None:
+            suspended = self.registry.record_wrong_pin(self.terminal_id, time.time())
+        else:
+            suspended = count > self.registry.guess_limit
+        if suspended:
             alert(
-                "cajero %s (%s) suspendido para PIN: más de %d PIN incorrectos en la última hora",
-                self.terminal_id,
+                "%s cajero %s suspendido para PIN: más de %d PIN incorrectos en la última hora",
                 self.peer,
+                self.terminal_id,
                 self.registry.guess_limit,
             )
 
@@ -66,9 +77,26 @@ class PinChecker:
     guard: TerminalGuard
     checks: int = field(default=0, init=False)
 
-    def check(self, card: str, pin: str) -> Account:
-        """The account if ``pin`` is right (count reset, hash upgraded); else a ``RequestError``."""
+    def identify(self, card: str, pin: str) -> Account:
+        """IDENTIFICAR's check: the terminal's attempt is counted first, and refused if it is suspended."""
         self._spend()
+        when, count = self.guard.admit()
+        try:
+            account = self._check(card, pin, count)
+        except RequestError as exc:
+            if exc.code != "PIN_INCORRECTO":  # nothing was checked (a blocked card): the attempt does not count
+                self.guard.withdraw(when)
+            raise
+        self.guard.withdraw(when)  # a right PIN is not a guess
+        return account
+
+    def check(self, card: str, pin: str) -> Account:
+        """CAMBIAR_PIN's check of the current PIN: a wrong one counts for the terminal; no suspension stops it."""
+        self._spend()
+        return self._check(card, pin, None)
+
+    def _check(self, card: str, pin: str, terminal_count: int | None) -> Account:
+        """The account if ``pin`` is right (count reset, hash upgraded); else a ``RequestError``."""
         with self.store.locked() as state:
             admission = decide_pin_admission(state, card, now_iso())
             self.store.commit(admission)
@@ -82,7 +110,7 @@ class PinChecker:
                 if success is not None:
                     self.store.commit(success)
                     return success.cuenta
-        self.guard.wrong_pin()
+        self.guard.wrong_pin(terminal_count)
         raise RequestError("PIN_INCORRECTO", intentos_restantes=max(0, MAX_PIN_ATTEMPTS - admitted.intentos))
 
     def new_hash(self, pin: str) -> str:

@@ -42,11 +42,12 @@ from typing import Any, BinaryIO
 
 import portalocker
 
+from bank_server import paths
 from bank_server.config import ServerConfig
 from bank_server.group_commit import SyncBoard
 from bank_server.handler import HandlerStart, Inheritance, handler_main
 from bank_server.handshake_board import HandshakeBoard
-from bank_server.logs import setup_logging
+from bank_server.logs import setup_logging, write_all_summaries, write_due_summaries
 from bank_server.maintenance import StorageMaintenance
 from bank_server.stop_flag import StopFlag
 from bank_server.store import Store, StoreMode
@@ -117,6 +118,7 @@ class Acceptor:
             if readable:
                 self.accept_all()
             self.storage.tick()
+            write_due_summaries()  # "N more lines like this" for floods whose window ended
             self._refresh_registry()
         self.shutdown()
 
@@ -226,12 +228,13 @@ class Acceptor:
             handler.process.kill()
             handler.process.join(5)
         self.handlers = []
+        write_all_summaries()
         self.storage.final_checkpoint()
 
 
 def acquire_server_lock(ledger: Path) -> BinaryIO:
     """One server per ledger: a second one would compete for the same ATMs' journal."""
-    path = ledger.with_name(ledger.stem + ".servidor.lock")
+    path = paths.server_lock_path(ledger)
     handle = open(path, "a+b")  # noqa: SIM115 - held for the server's life
     try:
         portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
@@ -244,7 +247,7 @@ def acquire_server_lock(ledger: Path) -> BinaryIO:
 def serve(config: ServerConfig, bank_key: bytes) -> int:
     """Run the server until Ctrl+C or SIGTERM. Returns the exit status."""
     os.umask(0o077)  # every file the bank creates is its user's alone (attack item 3 of issue 11)
-    setup_logging(config.log_file, detailed=config.detailed_log)
+    setup_logging(config.log_file, detailed=config.detailed_log, lock_dir=paths.locks_dir(config.ledger))
     server_lock = acquire_server_lock(config.ledger)
     started = time.perf_counter()
     store = Store.open(config.ledger, mode=StoreMode.RECOVER)

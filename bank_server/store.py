@@ -42,7 +42,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from bank_server import faults
+from bank_server import faults, paths
 from bank_server.group_commit import SyncBoard
 from bank_server.journal import (
     Journal,
@@ -84,11 +84,12 @@ class LedgerLoadError(Exception):
 
 
 def journal_path_for(ledger_path: Path) -> Path:
-    return ledger_path.with_suffix(".diario")
+    return paths.journal_path(ledger_path)
 
 
 def lock_path_for(ledger_path: Path) -> Path:
-    return ledger_path.with_suffix(".lock")
+    """``cuenta.bloqueos/cuenta.lock``, its private folder made on demand (``bank_server.paths``)."""
+    return paths.ledger_lock_path(ledger_path)
 
 
 class LedgerLock:

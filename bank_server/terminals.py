@@ -78,6 +78,7 @@ from typing import Any, BinaryIO, TypeVar
 import portalocker
 from Crypto.Cipher import AES
 
+from bank_server import paths
 from common.files import create_new, replace_atomically
 from common.handshake import MAX_VERSION, TERMINAL_KEY_SIZE, is_valid_terminal_id, is_valid_version
 from common.keys import TerminalKey, format_terminal_key_file
@@ -160,7 +161,7 @@ def check_terminal_id(terminal_id: str) -> str:
 
 def registry_path_for(ledger_path: Path) -> Path:
     """``cuenta.txt`` -> ``cuenta.cajeros`` (as the journal is ``cuenta.diario``)."""
-    return ledger_path.with_suffix(".cajeros")
+    return paths.registry_path(ledger_path)
 
 
 def write_key_file(path: Path, key: TerminalKey) -> None:
@@ -242,8 +243,8 @@ class TerminalRegistry:
         if guess_limit < 0:
             raise ValueError("el límite de intentos no puede ser negativo")
         self.path = Path(path)
-        self.seen_path = self.path.with_name(self.path.name + ".vistos")
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.seen_path = paths.registry_seen_path(self.path)
+        self.lock_path = paths.registry_lock_path(self.path)
         self.guess_limit = guess_limit
         self.check_interval = check_interval
         self.seen_interval = seen_interval
@@ -290,9 +291,12 @@ class TerminalRegistry:
         """The key for a ClientHello naming ``terminal_id`` and ``version``, or None to refuse.
 
         None means unknown, revoked, or neither the current nor the pending
-        version: the caller closes without a ServerHello (section 3).
+        version: the caller closes without a ServerHello (section 3). It
+        always ``stat``s the file (one system call per connection): an old
+        version must be refused from the moment another handler confirmed
+        the new one, not half a second later.
         """
-        self.refresh()
+        self.refresh(force=True)
         terminal = self._terminals.get(terminal_id)
         if terminal is None or not terminal.active:
             return None
@@ -498,6 +502,43 @@ class TerminalRegistry:
             return len(recent) > self.guess_limit
 
         return self._mutate(change)
+
+    def admit_pin_attempt(self, terminal_id: str, now: float) -> int | None:
+        """Count a PIN attempt of this terminal *before* it is checked; None (nothing counted) if suspended.
+
+        Check and count are one locked write, so simultaneous attempts on
+        many cards cannot all slip under the limit (as they could if the
+        attempt were counted only once found wrong). Returns the count in
+        the last hour, this attempt included: above ``guess_limit``, this
+        is the attempt that suspends the terminal if it proves wrong. A
+        right PIN takes its attempt back with ``withdraw_pin_attempt``.
+        """
+
+        def change(terminals: dict[str, _Terminal]) -> int | None:
+            terminal = terminals.get(terminal_id)
+            if terminal is None:
+                raise UnknownTerminalError(f"{self.path}: no hay ningún cajero {terminal_id}.")
+            recent = [t for t in terminal.wrong_pins if t > now - GUESS_WINDOW]
+            if len(recent) > self.guess_limit:
+                return None
+            recent.append(now)
+            terminals[terminal_id] = replace(terminal, wrong_pins=tuple(recent[-MAX_KEPT_ATTEMPTS:]))
+            return len(recent)
+
+        return self._mutate(change)
+
+    def withdraw_pin_attempt(self, terminal_id: str, admitted_at: float) -> None:
+        """The attempt admitted at ``admitted_at`` was a right PIN (or checked nothing): it does not count."""
+
+        def change(terminals: dict[str, _Terminal]) -> None:
+            terminal = terminals.get(terminal_id)
+            if terminal is None or admitted_at not in terminal.wrong_pins:
+                return
+            kept = list(terminal.wrong_pins)
+            kept.remove(admitted_at)
+            terminals[terminal_id] = replace(terminal, wrong_pins=tuple(kept))
+
+        self._mutate(change)
 
     def seen(self, terminal_id: str, address: str, when: float) -> None:
         """Note that the terminal was seen at ``when`` (wall clock) from ``address``.

@@ -398,3 +398,30 @@ def test_one_connection_cannot_spend_unbounded_scrypt_work(bank: RunningBank):
             current = new if answer["ok"] else current
     assert "PETICION_INVALIDA" in codes  # each change costs two scrypt runs: the budget runs out
     assert codes.index("PETICION_INVALIDA") <= MAX_CHECKS_PER_CONNECTION // 2
+
+
+def test_simultaneous_guesses_on_many_cards_cannot_overrun_the_terminals_limit(tmp_path: Path):
+    """Checked and counted in one step: 12 wrong PINs at once on 12 cards, limit 2, check at most 3."""
+    accounts = [DemoAccount(f"51000000000000{i:02d}", f"Cliente {i}", "100.00", "2580") for i in range(12)]
+    bank = start_bank(
+        tmp_path / "banco", accounts, extra_args=("--max-pin-fallidos-cajero", "2", "--max-por-direccion", "50")
+    )
+    try:
+        barrier = threading.Barrier(12)
+        answers: list[dict] = []
+
+        def guess(card: str) -> None:
+            with bank.client(timeout=30) as client:
+                barrier.wait(10)
+                answers.append(_identify(client, card, "1111"))
+
+        threads = [threading.Thread(target=guess, args=(a.tarjeta,)) for a in accounts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        outcomes = Counter(a["error"] for a in answers)
+        assert len(answers) == 12
+        assert outcomes["PIN_INCORRECTO"] <= 3 and outcomes["CAJERO_SUSPENDIDO"] >= 9, outcomes
+    finally:
+        bank.stop()
