@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bank_server import faults, paths
+from bank_server.card_locks import CardLocks
 from bank_server.config import ServerConfig
 from bank_server.conversation import Conversation
 from bank_server.cpu_slots import CpuSlots
@@ -305,8 +306,10 @@ class ConnectionLoop:
         self.board.confirm(self.slot)
         self.terminal_id = terminal_id
         guard = TerminalGuard(registry, terminal_id, self.peer)
-        slots = CpuSlots(lock_path_for(self.config.ledger).parent, self.config.ledger.stem)
-        pins = PinChecker(self.bank.store, self.bank.pepper, slots, guard)
+        locks = lock_path_for(self.config.ledger).parent
+        slots = CpuSlots(locks, self.config.ledger.stem)
+        cards = CardLocks(locks / f"{self.config.ledger.stem}.tarjetas.lock")
+        pins = PinChecker(self.bank.store, self.bank.pepper, slots, cards, guard)
         self.conversation = Conversation(
             self.bank.store, self.config.limits, f"{self.peer} {terminal_id}", terminal_id, registry, pins
         )

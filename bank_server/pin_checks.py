@@ -2,7 +2,8 @@
 
 The attack this answers: with the count of wrong PINs read from a stale
 copy, 30 simultaneous guesses on one card were all checked, so three
-tries became thirty. Here an attempt is first *admitted* under the ledger
+tries became thirty. Here attempts on one card are checked one at a
+time (``CardLocks``), and each is first *admitted* under the ledger
 lock (``rules.decide_pin_admission``: ``intentos`` + 1, synced), then
 checked outside the lock (scrypt is slow), then a right PIN resets the
 count (``rules.decide_pin_success``). An IDENTIFICAR's attempt is also
@@ -21,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from bank_server.card_locks import CardLocks
 from bank_server.clock import now_iso
 from bank_server.cpu_slots import CpuSlots
 from bank_server.ledger import MAX_PIN_ATTEMPTS, Account
@@ -74,6 +76,7 @@ class PinChecker:
     store: Store
     pepper: bytes
     slots: CpuSlots
+    cards: CardLocks
     guard: TerminalGuard
     checks: int = field(default=0, init=False)
 
@@ -97,6 +100,10 @@ class PinChecker:
 
     def _check(self, card: str, pin: str, terminal_count: int | None) -> Account:
         """The account if ``pin`` is right (count reset, hash upgraded); else a ``RequestError``."""
+        with self.cards.held(card):  # one attempt per card in flight: the count stays true
+            return self._check_alone(card, pin, terminal_count)
+
+    def _check_alone(self, card: str, pin: str, terminal_count: int | None) -> Account:
         with self.store.locked() as state:
             admission = decide_pin_admission(state, card, now_iso())
             self.store.commit(admission)

@@ -532,10 +532,12 @@ class TerminalRegistry:
 
         def change(terminals: dict[str, _Terminal]) -> None:
             terminal = terminals.get(terminal_id)
-            if terminal is None or admitted_at not in terminal.wrong_pins:
+            stamp = _iso(admitted_at)  # the file keeps milliseconds: compare as it was written
+            match = next((t for t in terminal.wrong_pins if _iso(t) == stamp), None) if terminal else None
+            if terminal is None or match is None:
                 return
             kept = list(terminal.wrong_pins)
-            kept.remove(admitted_at)
+            kept.remove(match)
             terminals[terminal_id] = replace(terminal, wrong_pins=tuple(kept))
 
         self._mutate(change)

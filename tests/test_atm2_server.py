@@ -425,3 +425,35 @@ def test_simultaneous_guesses_on_many_cards_cannot_overrun_the_terminals_limit(t
         assert outcomes["PIN_INCORRECTO"] <= 3 and outcomes["CAJERO_SUSPENDIDO"] >= 9, outcomes
     finally:
         bank.stop()
+
+
+def test_right_pins_never_count_against_the_terminal(tmp_path: Path):
+    bank = start_bank(tmp_path / "banco", extra_args=("--max-pin-fallidos-cajero", "2"))
+    try:
+        for _ in range(8):  # many more right log-ins than the limit, from one terminal
+            with bank.client() as client:
+                assert _identify(client)["ok"]
+    finally:
+        bank.stop()
+
+
+def test_simultaneous_right_pins_never_make_the_card_look_blocked(tmp_path: Path):
+    bank = start_bank(tmp_path / "banco", extra_args=("--max-por-direccion", "50"))
+    answers: list[dict] = []
+    try:
+        barrier = threading.Barrier(12)
+
+        def session(i: int) -> None:
+            with bank.client(timeout=30) as client:
+                barrier.wait(10)
+                answers.append(_identify(client))
+                answers.append(client.request({"op": "DEPOSITAR", "monto": "1.00", "id": f"simultaneo-{i}"}))
+
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        bank.stop()
+    assert len(answers) == 24 and all(a["ok"] for a in answers), [a for a in answers if not a["ok"]]
