@@ -438,7 +438,9 @@ def test_right_pins_never_count_against_the_terminal(tmp_path: Path):
 
 
 def test_simultaneous_right_pins_never_make_the_card_look_blocked(tmp_path: Path):
-    bank = start_bank(tmp_path / "banco", extra_args=("--max-por-direccion", "50"))
+    # 12 log-ins at once from one terminal are all in flight against its guessing count too (a real ATM
+    # serves one customer at a time): the terminal's limit is raised so that the card alone is tested.
+    bank = start_bank(tmp_path / "banco", extra_args=("--max-por-direccion", "50", "--max-pin-fallidos-cajero", "100"))
     answers: list[dict] = []
     try:
         barrier = threading.Barrier(12)

@@ -1,7 +1,7 @@
 """Jepsen's bank workload, our way: ATMs move money while the bank is killed.
 
-Ten ATM processes make random deposits and withdrawals on five shared
-accounts, each with a fresh id. Meanwhile the test SIGKILLs the whole
+Ten ATM processes, each a terminal with its own key, make random deposits
+and withdrawals on five shared accounts, each with a fresh id. Meanwhile the test SIGKILLs the whole
 server (acceptor and every handler at once) several times and restarts
 it, or kills single handler processes. An ATM whose reply was lost
 reconnects, identifies again and resends the *same* request with the same
@@ -30,7 +30,8 @@ import pytest
 
 from atm_gui.bank_client import BankClient, BankError, BankWrongKey
 from bank_server.ledger import load_ledger
-from devtools.bank_process import TEST_PSK, DemoAccount, RunningBank, start_bank
+from common.keys import TerminalKey
+from devtools.bank_process import DemoAccount, RunningBank, start_bank
 from devtools.workers import Progress, Workers
 
 CARDS = [f"80000000000000{i:02d}" for i in range(5)]
@@ -41,7 +42,7 @@ CTX = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_st
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL of a process group is POSIX")
 
 
-def atm(progress: Progress, port: int, seed: int, until: float) -> tuple[list[tuple], int]:
+def atm(progress: Progress, port: int, key: TerminalKey, seed: int, until: float) -> tuple[list[tuple], int]:
     """One ATM process (run by ``devtools.workers``): its outcomes and how many times it reconnected.
 
     Retries are for a lost connection only, and only until ``until + GIVE_UP``; a refusal
@@ -59,7 +60,7 @@ def atm(progress: Progress, port: int, seed: int, until: float) -> tuple[list[tu
             attempts += 1
             try:
                 progress.note(f"connecting and identifying {card} (attempt {attempts})", progress.last)
-                fresh = BankClient("127.0.0.1", port, TEST_PSK, timeout=5)
+                fresh = BankClient("127.0.0.1", port, key, timeout=5)
                 fresh.connect()
                 answer = fresh.request({"op": "IDENTIFICAR", "tarjeta": card, "pin": PIN})
                 progress.note(f"identified {card} (attempt {attempts})", answer)
@@ -117,10 +118,11 @@ def _read(path: Path) -> str:
 
 
 def run_workload(bank: RunningBank, seconds: float, disturb) -> tuple[list[tuple], int]:
+    keys = [bank.enrol(f"JEPSEN-{seed:02d}") for seed in range(10)]
     until = time.monotonic() + seconds
     with Workers(CTX) as workers:  # on the way out, whatever happened, every ATM process is ended
-        for seed in range(10):
-            workers.start(f"atm {seed}", atm, bank.port, seed, until)
+        for seed, key in enumerate(keys):
+            workers.start(f"atm {seed}", atm, bank.port, key, seed, until)
         bank = disturb(bank, until)
         workers.context = lambda: server_report(bank)
         collected = workers.results(deadline=max(until + GIVE_UP, time.monotonic()) + 15)

@@ -1,12 +1,13 @@
-"""No PIN, key or full card number leaks into the files the bank writes."""
+"""No PIN, key (terminal or bank) or full card number leaks into the files the bank writes."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from devtools.bank_process import TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.bank_process import TEST_BANK_KEY, DemoAccount, RunningBank, start_bank
 
 CARD = "4929000011112222"
 PINS = ("908172", "564738", "192837", "746352")  # the right one, wrong ones, the new one
@@ -33,6 +34,8 @@ def test_no_secret_in_ledger_journal_or_logs(tmp_path: Path):
         for name in ("cuenta.txt", "cuenta.diario", "banco.log", "servidor.err")
     }
     written["stdout"] = "".join(bank.output)
+    assert bank.terminal_key is not None
+    keys = (bank.terminal_key.key.hex(), TEST_BANK_KEY.hex())  # the ATM's key and the bank key
     assert "IDENTIFICAR" in written["banco.log"], "the log should have the requests"
     assert "DEPOSITAR 1.00 -> ok" in written["banco.log"], "--detallado logs accepted movements too"
     for name, text in written.items():
@@ -41,7 +44,8 @@ def test_no_secret_in_ledger_journal_or_logs(tmp_path: Path):
                 assert f"|{pin}|" not in text and f'"{pin}"' not in text, (name, pin)
             else:
                 assert pin not in text, (name, pin)
-        assert TEST_PSK.hex() not in text.lower(), name
+        for key in keys:
+            assert key not in text.lower(), name
     for name in ("banco.log", "servidor.err", "stdout"):
         assert CARD not in written[name], f"full card number in {name}"
 
@@ -61,4 +65,5 @@ def test_log_keeps_refusals_and_log_ins_and_leaves_movements_to_the_journal(tmp_
     assert "IDENTIFICAR - -> ok" in log
     assert "RETIRAR 500.00 -> FONDOS_INSUFICIENTES" in log
     assert "DEPOSITAR" not in log
-    assert '"id":"d1"' in (bank.folder / "cuenta.diario").read_text(encoding="utf-8")
+    journal = (bank.folder / "cuenta.diario").read_text(encoding="utf-8")
+    assert re.search(r'"id":"(CAJERO-01/)?d1"', journal), "the journal has the deposit (its id kept per terminal)"

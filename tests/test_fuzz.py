@@ -16,14 +16,16 @@ from hypothesis import strategies as st
 from bank_server.journal import decode_record
 from bank_server.ledger import parse_ledger
 from common.channel import RecordOpener, RecordSealer
-from common.connection import ClientConnection, ServerConnection
+from common.endpoints import ClientConnection, HelloReceived, ServerConnection
 from common.errors import RemoteProtocolError
 from common.framing import MAX_FRAME, FrameDecoder, encode_frame
+from common.keys import TerminalKey
 from common.messages import OPS, RequestError, decode_object, parse_request
 from common.money import AmountError, parse_request_amount
 from devtools import contract_client
 
 KEY = bytes(range(32))
+TERMINAL = TerminalKey("CAJERO-FUZZ", 7, KEY)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -66,28 +68,64 @@ def test_any_single_bit_flip_of_a_record_is_rejected(plaintext, position, bit):
         RecordOpener(KEY, KEY[::-1]).open(bytes(payload))
 
 
-@FUZZ
-@given(st.binary(max_size=500))
-def test_server_connection_survives_garbage_before_handshake(data):
-    server = ServerConnection(KEY)
+def _feed(connection: ServerConnection | ClientConnection, chunks: list[bytes]) -> None:
+    """Feed ``chunks`` until the end or a protocol error (including one held back for ``check``)."""
     try:
-        server.receive_data(data)
+        for chunk in chunks:
+            connection.receive_data(chunk)
+            connection.check()
     except RemoteProtocolError:
         pass
+
+
+def _hello_like(tail: bytes) -> bytes:
+    """A frame that starts as a ClientHello/ServerHello does, so garbage reaches the fields behind the magic."""
+    return encode_frame(b"ATM2" + tail)
+
+
+garbage = st.binary(max_size=500) | st.binary(max_size=140).map(_hello_like)
+
+
+@FUZZ
+@given(st.lists(garbage, min_size=1, max_size=3))
+def test_server_connection_survives_garbage_before_handshake(chunks):
+    _feed(ServerConnection(), chunks)
+
+
+@FUZZ
+@given(garbage)
+def test_client_connection_survives_garbage_as_server_hello(data):
+    client = ClientConnection(TERMINAL)
+    client.start()
+    _feed(client, [data])
+
+
+def _handshaken(*, confirmed: bool) -> tuple[ClientConnection, ServerConnection]:
+    """A client and a server past the ServerHello; ``confirmed``: the first record passed too."""
+    client, server = ClientConnection(TERMINAL), ServerConnection()
+    client.start()
+    assert server.receive_data(client.data_to_send()) == [HelloReceived(TERMINAL.terminal_id, TERMINAL.version)]
+    server.accept(TERMINAL)
+    client.receive_data(server.data_to_send())
+    if confirmed:
+        client.send_message('{"op":"CONSULTAR"}')
+        assert len(server.receive_data(client.data_to_send())) == 2  # SessionConfirmed, MessageReceived
+    return client, server
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=200), max_size=6), st.booleans())
+def test_server_connection_survives_garbage_after_handshake(chunks, confirmed):
+    """Garbage where the first record belongs (the record that confirms the key), or after it."""
+    _, server = _handshaken(confirmed=confirmed)
+    _feed(server, chunks)
 
 
 @FUZZ
 @given(st.lists(st.binary(max_size=200), max_size=6))
-def test_server_connection_survives_garbage_after_handshake(chunks):
-    client, server = ClientConnection(KEY), ServerConnection(KEY)
-    client.start()
-    server.receive_data(client.data_to_send())
-    client.receive_data(server.data_to_send())
-    try:
-        for chunk in chunks:
-            server.receive_data(chunk)
-    except RemoteProtocolError:
-        pass
+def test_client_connection_survives_garbage_after_handshake(chunks):
+    client, _ = _handshaken(confirmed=True)
+    _feed(client, chunks)
 
 
 json_values = st.recursive(

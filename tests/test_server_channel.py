@@ -1,4 +1,4 @@
-"""Attacks on the ATM1 channel (PROTOCOL.md sections 1, 3, 4, 6 and 7) against a real server process.
+"""Attacks on the ATM2 channel (PROTOCOL.md sections 1, 3, 4, 7 and 8) against a real server process.
 
 Every attack is followed by the same three checks: the server sent
 nothing more on the attacked connection and closed it; nothing was
@@ -19,11 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from devtools.bank_process import DEMO_ACCOUNTS, TEST_PSK, RunningBank, start_bank
+from devtools.bank_process import DEMO_ACCOUNTS, TEST_BANK_KEY, TEST_TERMINAL, RunningBank, start_bank
 from devtools.contract_client import (
     MAGIC,
+    SERVER_HELLO_SIZE,
     AtmClient,
     BadProof,
+    Ephemeral,
+    TerminalKey,
+    client_hello_payload,
     encode_json,
     frame,
     hmac_sha256,
@@ -36,8 +40,8 @@ from devtools.contract_client import (
 pytestmark = pytest.mark.timeout(60)
 
 GUSTAVO, MARIA, JUAN, _ANA = DEMO_ACCOUNTS
-WRONG_PSK = bytes(range(1, 33))
-SERVER_HELLO_FRAME_SIZE = 4 + 68
+WRONG_KEY = bytes(range(1, 33))  # not the key the bank holds for TEST_TERMINAL
+SERVER_HELLO_FRAME_SIZE = 4 + SERVER_HELLO_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +58,19 @@ def deposit(amount: str = "100.00") -> bytes:
     return encode_json({"op": "DEPOSITAR", "monto": amount, "id": uuid.uuid4().hex})
 
 
+def key_of(bank: RunningBank) -> TerminalKey:
+    """The key of the bank's terminal CAJERO-01, as the independent client holds it."""
+    assert bank.terminal_key is not None
+    return TerminalKey(bank.terminal_key.terminal_id, bank.terminal_key.version, bank.terminal_key.key)
+
+
+def connect(bank: RunningBank) -> AtmClient:
+    """A TCP connection as CAJERO-01, before any byte is sent."""
+    return AtmClient("127.0.0.1", bank.port, key_of(bank)).connect()
+
+
 def juan(bank: RunningBank) -> AtmClient:
-    return open_session(bank.port, TEST_PSK, JUAN.tarjeta, JUAN.pin)
+    return open_session(bank.port, key_of(bank), JUAN.tarjeta, JUAN.pin)
 
 
 def juan_balance(bank: RunningBank) -> Decimal:
@@ -140,13 +155,14 @@ def test_replay_across_sessions(bank: RunningBank, guarded: Callable) -> None:
 
 
 def test_replay_of_a_whole_recorded_session(bank: RunningBank, guarded: Callable) -> None:
-    """An eavesdropper replays every byte a real ATM sent: the server picks a new nonce, so the records fail."""
+    """An eavesdropper replays every byte a real ATM sent: the server picks a new ephemeral key and nonce,
+    so the session keys differ and the first record fails its check."""
     with juan(bank) as original:
         original.send_record(deposit("3.00"))
         assert original.recv_message()["ok"] is True
-        hello = frame(MAGIC + original.nonce_c)
+        hello = frame(original.hello)
         recorded = original.sent_frames
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as replay:
+    with connect(bank) as replay:
         replay.send_raw(hello)
         assert len(replay.recv_exact(SERVER_HELLO_FRAME_SIZE)) == SERVER_HELLO_FRAME_SIZE
         replay.send_raw(b"".join(recorded))
@@ -280,7 +296,7 @@ def test_largest_legal_frame_is_served(bank: RunningBank, guarded: Callable) -> 
 
 
 # -- framing ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["before-hello", "after-hello", "after-identify"])
+@pytest.mark.parametrize("stage", ["before-hello", "after-hello", "after-first-record", "after-identify"])
 def test_zero_length_frame(bank: RunningBank, guarded: Callable, stage: str) -> None:
     with _at_stage(bank, stage) as client:
         client.send_raw(struct.pack(">I", 0))
@@ -318,12 +334,16 @@ def test_truncated_header_then_close(bank: RunningBank, guarded: Callable) -> No
 
 
 class _at_stage:
-    """A connection to the bank at a given stage: connected, handshaken, or identified as JUAN."""
+    """A connection to the bank at a given stage: connected; ServerHello received ("after-hello": for the
+    server the handshake is not over yet); first record answered ("after-first-record", a NO_IDENTIFICADO:
+    the handshake is over); or identified as JUAN."""
 
     def __init__(self, bank: RunningBank, stage: str) -> None:
-        self.client = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+        self.client = connect(bank)
         if stage != "before-hello":
             self.client.handshake()
+        if stage == "after-first-record":
+            assert self.client.request({"op": "CONSULTAR"})["error"] == "NO_IDENTIFICADO"
         if stage == "after-identify":
             assert self.client.identify(JUAN.tarjeta, JUAN.pin)["ok"] is True
 
@@ -347,35 +367,63 @@ class _at_stage:
     ids=["http", "tls", "text", "zeros", "random"],
 )
 def test_garbage_before_the_handshake(bank: RunningBank, guarded: Callable, data: bytes) -> None:
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+    with connect(bank) as client:
         client.send_raw(data)
         assert_closed_silently(client)
     guarded()
 
 
+def _bad_hello(kind: str, key: TerminalKey) -> bytes:
+    """A ClientHello payload broken in one way (or an ATM1 one); ``key`` names an enrolled terminal."""
+    e_c, nonce_c = Ephemeral.generate().public, os.urandom(32)
+    good = client_hello_payload(key.terminal_id, key.version, e_c, nonce_c)
+    return {
+        "ATM1": b"ATM1" + nonce_c,  # the retired protocol's hello, whole
+        "ATM1-with-id": b"ATM1" + good[4:],
+        "lowercase": b"atm2" + good[4:],
+        "ATM0": b"ATM0" + good[4:],
+        "shifted": b"\x00" + good[:-1],
+        "one-short": good[:-1],
+        "one-long": good + b"\x00",
+        "magic-only": b"ATM2",
+        "id-length-0": client_hello_payload(b"", key.version, e_c, nonce_c),
+        "id-length-33": client_hello_payload(b"A" * 33, key.version, e_c, nonce_c),
+        "id-length-lies": good[:4] + bytes((good[4] + 1,)) + good[5:],
+        "no-nonce": good[:-32],
+    }[kind]
+
+
 @pytest.mark.parametrize(
-    "payload",
+    "kind",
     [
-        b"ATM2" + bytes(32),
-        b"atm1" + bytes(32),
-        b"ATM0" + bytes(32),
-        b"\x00ATM" + bytes(32),
-        b"ATM1" + bytes(31),
-        b"ATM1" + bytes(33),
-        b"ATM1",
-        b"ATM1" + bytes(64),
+        "ATM1",
+        "ATM1-with-id",
+        "lowercase",
+        "ATM0",
+        "shifted",
+        "one-short",
+        "one-long",
+        "magic-only",
+        "id-length-0",
+        "id-length-33",
+        "id-length-lies",
+        "no-nonce",
     ],
-    ids=["ATM2", "lowercase", "ATM0", "shifted", "35", "37", "4", "68"],
 )
-def test_client_hello_with_wrong_magic_or_length(bank: RunningBank, guarded: Callable, payload: bytes) -> None:
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
-        client.send_raw(frame(payload))
+def test_client_hello_with_wrong_magic_or_length(bank: RunningBank, guarded: Callable, kind: str) -> None:
+    with connect(bank) as client:
+        client.send_raw(frame(_bad_hello(kind, key_of(bank))))
         assert_closed_silently(client)
     guarded()
 
 
+def wrong_key(bank: RunningBank) -> TerminalKey:
+    """CAJERO-01's id and version with other key bytes: the bank accepts the hello, then proves its own key."""
+    return TerminalKey(TEST_TERMINAL, key_of(bank).version, WRONG_KEY)
+
+
 def test_client_detects_a_wrong_key(bank: RunningBank, guarded: Callable) -> None:
-    client = AtmClient("127.0.0.1", bank.port, WRONG_PSK).connect()
+    client = AtmClient("127.0.0.1", bank.port, wrong_key(bank)).connect()
     try:
         with pytest.raises(BadProof):
             client.handshake()
@@ -385,7 +433,8 @@ def test_client_detects_a_wrong_key(bank: RunningBank, guarded: Callable) -> Non
 
 
 def test_wrong_key_client_that_ignores_the_proof(bank: RunningBank, guarded: Callable) -> None:
-    with AtmClient("127.0.0.1", bank.port, WRONG_PSK).connect() as client:
+    """The bank learns of the wrong key at the first record, which fails its check (section 3)."""
+    with AtmClient("127.0.0.1", bank.port, wrong_key(bank)).connect() as client:
         client.handshake(check_proof=False)
         client.send_record(encode_json({"op": "IDENTIFICAR", "tarjeta": JUAN.tarjeta, "pin": JUAN.pin}))
         assert_closed_silently(client)
@@ -400,21 +449,23 @@ def test_second_client_hello_after_the_handshake(bank: RunningBank, guarded: Cal
 
 
 def test_server_nonces_are_fresh(bank: RunningBank) -> None:
-    """The same ClientHello twice gets two different ServerHellos (fresh nonce_s, so a different proof)."""
+    """The same ClientHello twice gets two different ServerHellos (fresh e_s and nonce_s, so a different proof)."""
     hellos = []
-    nonce_c = os.urandom(32)
+    nonce_c, ephemeral = os.urandom(32), os.urandom(32)
     for _ in range(2):
-        with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
-            client.send_raw(client.client_hello(nonce_c))
+        with connect(bank) as client:
+            client.send_raw(client.client_hello(nonce_c, ephemeral))
             hellos.append(client.recv_frame())
     assert hellos[0][:4] == hellos[1][:4] == MAGIC
-    assert hellos[0][4:36] != hellos[1][4:36]
+    assert len(hellos[0]) == len(hellos[1]) == SERVER_HELLO_SIZE
+    for field in (slice(4, 36), slice(36, 68), slice(68, 100)):  # e_s, nonce_s, proof
+        assert hellos[0][field] != hellos[1][field]
 
 
 def test_many_attacks_at_once_leave_the_bank_serving(bank: RunningBank, guarded: Callable) -> None:
     """Twenty hostile connections at the same time as a legitimate session, which goes on undisturbed."""
     legit = juan(bank)
-    clients = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() for _ in range(20)]
+    clients = [connect(bank) for _ in range(20)]
     try:
         for i, client in enumerate(clients):
             client.send_raw([b"GET / HTTP/1.1\r\n\r\n", struct.pack(">I", 0), frame(b"ATM2" + bytes(32))][i % 3])
@@ -429,7 +480,7 @@ def test_many_attacks_at_once_leave_the_bank_serving(bank: RunningBank, guarded:
 
 
 def test_protocol_errors_are_logged_without_key_material(bank: RunningBank) -> None:
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+    with connect(bank) as client:
         client.send_raw(b"GET / HTTP/1.1\r\n\r\n")
         assert_closed_silently(client)
     deadline = time.monotonic() + 5
@@ -441,8 +492,8 @@ def test_protocol_errors_are_logged_without_key_material(bank: RunningBank) -> N
             break
         time.sleep(0.1)
     assert "protocol" in text.lower(), text[-2000:]
-    assert TEST_PSK.hex() not in text.lower()
-    assert TEST_PSK.hex().upper() not in text
+    for key in (key_of(bank).key, TEST_BANK_KEY):
+        assert key.hex() not in text.lower()
 
 
 def test_client_text_cannot_forge_log_lines(bank: RunningBank) -> None:
@@ -452,7 +503,7 @@ def test_client_text_cannot_forge_log_lines(bank: RunningBank) -> None:
     marker = "FALSO-" + uuid.uuid4().hex[:8]
     with juan(bank) as client:
         client.request({"op": "DEPOSITAR", "monto": "5\n" + marker, "id": uuid.uuid4().hex})
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+    with connect(bank) as client:
         client.handshake()
         client.identify("1234567890123\nZQ9", "1234")
     log = bank.folder / "banco.log"
@@ -475,9 +526,11 @@ def idle_bank(tmp_path: Path) -> Iterator[RunningBank]:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("stage", ["after-hello", "after-identify", "mid-frame"])
+@pytest.mark.parametrize("stage", ["after-first-record", "after-identify", "mid-frame"])
 def test_idle_session_is_closed(idle_bank: RunningBank, stage: str) -> None:
-    with _at_stage(idle_bank, "after-hello" if stage == "after-hello" else "after-identify") as client:
+    """The idle clock runs once the handshake is over, that is after the first valid record (section 8); a
+    ServerHello followed by silence is the 10 s handshake limit's (tests/test_atm2_server.py)."""
+    with _at_stage(idle_bank, "after-first-record" if stage == "after-first-record" else "after-identify") as client:
         if stage == "mid-frame":
             client.send_raw(client.seal(deposit())[:20])
         started = time.monotonic()
@@ -485,7 +538,7 @@ def test_idle_session_is_closed(idle_bank: RunningBank, stage: str) -> None:
         elapsed = time.monotonic() - started
         assert data == b"" and closed, (data, closed)
         assert 0.5 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s with --inactividad 1"
-    with open_session(idle_bank.port, TEST_PSK, JUAN.tarjeta, JUAN.pin) as client:
+    with open_session(idle_bank.port, key_of(idle_bank), JUAN.tarjeta, JUAN.pin) as client:
         assert client.saldo() == JUAN.saldo
 
 
@@ -493,7 +546,7 @@ def test_idle_session_is_closed(idle_bank: RunningBank, stage: str) -> None:
 def test_default_idle_timeout_is_not_short(bank: RunningBank) -> None:
     """The default idle timeout is 120 s: a session idle for 2 s (or one that only finished its handshake)
     is still served."""
-    with juan(bank) as identified, AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as fresh:
+    with juan(bank) as identified, connect(bank) as fresh:
         fresh.handshake()
         time.sleep(2)
         assert identified.request({"op": "CONSULTAR"})["ok"] is True
@@ -502,7 +555,7 @@ def test_default_idle_timeout_is_not_short(bank: RunningBank) -> None:
 
 @pytest.mark.timeout(30)
 def test_active_session_is_not_closed_by_the_idle_timeout(idle_bank: RunningBank) -> None:
-    with open_session(idle_bank.port, TEST_PSK, JUAN.tarjeta, JUAN.pin) as client:
+    with open_session(idle_bank.port, key_of(idle_bank), JUAN.tarjeta, JUAN.pin) as client:
         for _ in range(6):
             time.sleep(0.5)
             assert client.saldo() == JUAN.saldo

@@ -8,6 +8,7 @@ connections from other processes, as in a bank with many ATMs.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import random
 import re
@@ -27,17 +28,21 @@ from typing import Any
 
 import pytest
 
+from bank_server.terminals import TerminalRegistry
+from common.keys import TerminalKey
 from devtools.bank_process import (
     DEMO_ACCOUNTS,
     ROOT,
-    TEST_PSK,
+    TEST_BANK_KEY,
+    TEST_TERMINAL,
     DemoAccount,
     RunningBank,
+    enrol_terminal,
     server_env,
-    write_key,
+    write_bank_key,
     write_ledger,
 )
-from devtools.contract_client import MAGIC, AtmClient, derive_keys, open_session, server_proof
+from devtools.contract_client import AtmClient, open_session, write_key_file
 
 GUSTAVO, MARIA, JUAN, ANA = DEMO_ACCOUNTS
 CENT = Decimal("0.01")
@@ -122,11 +127,27 @@ def wait_all(atms: list[AtmProcess], timeout: float) -> list[list[dict[str, Any]
     return results
 
 
+def key_of(bank: RunningBank) -> TerminalKey:
+    assert bank.terminal_key is not None
+    return bank.terminal_key
+
+
+def key_file(bank: RunningBank, key: TerminalKey) -> Path:
+    """The ATM's key file ``llave.key`` for ``key``, in a folder of its own beside the bank's."""
+    path = bank.folder.parent / f"cajero-{key.terminal_id}" / "llave.key"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        write_key_file(path, key)
+    return path
+
+
 def start_atm(
     bank: RunningBank, account: DemoAccount, pairs: list[tuple[str, str]], op: str = "DEPOSITAR", pausa: float = 0.0
 ) -> AtmProcess:
+    """An ATM process as the bank's terminal CAJERO-01 (so the same id from two processes is one transaction)."""
+    llave = key_file(bank, key_of(bank))
     command = [sys.executable, "-m", "devtools.contract_client", "depositar", "--port", str(bank.port)]
-    command += ["--psk", TEST_PSK.hex(), "--tarjeta", account.tarjeta, "--pin", account.pin, "--op", op]
+    command += ["--llave", str(llave), "--tarjeta", account.tarjeta, "--pin", account.pin, "--op", op]
     command += ["--pausa", str(pausa)]
     for monto, tx_id in pairs:
         command += ["--monto", monto, "--id", tx_id]
@@ -137,7 +158,18 @@ def start_atm(
 
 
 def session(bank: RunningBank, account: DemoAccount, pin: str | None = None) -> AtmClient:
-    return open_session(bank.port, TEST_PSK, account.tarjeta, pin or account.pin)
+    return open_session(bank.port, key_of(bank), account.tarjeta, pin or account.pin)
+
+
+def connect(bank: RunningBank) -> AtmClient:
+    """A TCP connection as CAJERO-01, before any byte is sent."""
+    return AtmClient("127.0.0.1", bank.port, key_of(bank)).connect()
+
+
+def enrolled(folder: Path, bank_key: bytes = TEST_BANK_KEY) -> TerminalKey:
+    """A bank folder written by hand: its bank key file and CAJERO-01 enrolled (as ``start_bank`` does)."""
+    write_bank_key(folder, bank_key)
+    return enrol_terminal(folder, TEST_TERMINAL, bank_key)
 
 
 def balance(bank: RunningBank, account: DemoAccount, pin: str | None = None) -> Decimal:
@@ -170,17 +202,20 @@ def parse_ledger_file(path: Path) -> dict[str, dict[str, Any]]:
         assert re.fullmatch(r"[0-9]{12,19}", tarjeta), f"line {number}: {tarjeta!r}"
         assert tarjeta not in accounts, f"line {number}: duplicate {tarjeta}"
         assert re.fullmatch(r"[0-9]+\.[0-9]{2}", saldo), f"line {number}: {saldo!r}"
-        assert re.fullmatch(r"scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$([0-9a-fA-F]{2}){16,}\$[0-9a-fA-F]{64}", pin), pin
+        assert re.fullmatch(r"scrypt(-p)?\$[0-9]+\$[0-9]+\$[0-9]+\$([0-9a-fA-F]{2}){16,}\$[0-9a-fA-F]{64}", pin), pin
         assert intentos in {"0", "1", "2", "3"}, f"line {number}: {intentos!r}"
         accounts[tarjeta] = {"titular": titular, "saldo": Decimal(saldo), "pin": pin, "intentos": int(intentos)}
     return accounts
 
 
-def pin_matches(pin_field: str, pin: str) -> bool:
-    _, n, r, p, salt, digest = pin_field.split("$")
-    computed = hashlib.scrypt(
-        pin.encode("ascii"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32, maxmem=2**27
-    )
+def pin_matches(pin_field: str, pin: str, bank_key: bytes = TEST_BANK_KEY) -> bool:
+    """LEDGER.md alone: ``scrypt-p$`` hashes HMAC(pepper, PIN), the pepper an HMAC of the bank key."""
+    kind, n, r, p, salt, digest = pin_field.split("$")
+    password = pin.encode("ascii")
+    if kind == "scrypt-p":
+        pepper = hmac.digest(bank_key, b"ATM2 PIN pepper", "sha256")
+        password = hmac.digest(pepper, password, "sha256")
+    computed = hashlib.scrypt(password, salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32, maxmem=2**27)
     return computed.hex() == digest.lower()
 
 
@@ -210,9 +245,9 @@ def refusal(folder: Path) -> str:
 def test_handshake_time_limit(make_bank: Callable[..., RunningBank]) -> None:
     """Silent, partial-hello and slow-drip connections are all closed about 10 s after they connect."""
     bank = make_bank()
-    silent = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
-    partial = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
-    drip = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+    silent = connect(bank)
+    partial = connect(bank)
+    drip = connect(bank)
     clients = (silent, partial, drip)
     started = time.monotonic()
     closed_at: dict[int, float] = {}
@@ -254,7 +289,7 @@ def test_handshake_time_limit_counts_the_wait_for_a_slot(make_bank: Callable[...
     2.5 s in the line is closed about 12.5 s after it connected.)"""
     bank = make_bank(extra_args=("--max-cajeros", "1"))
     held = session(bank, JUAN)
-    silent = AtmClient("127.0.0.1", bank.port, TEST_PSK).connect()
+    silent = connect(bank)
     started = time.monotonic()
     try:
         time.sleep(2.5)
@@ -319,8 +354,8 @@ def test_connection_cap_queues_then_serves(make_bank: Callable[..., RunningBank]
     Server decision: beyond the cap, up to max-cajeros connections wait (unread) for a slot for up to 5 s;
     connections beyond that waiting line are closed at once, before the hello.
     """
-    bank = make_bank(extra_args=("--max-cajeros", "4"))
-    clients = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() for _ in range(10)]
+    bank = make_bank(extra_args=("--max-cajeros", "4", "--max-por-direccion", "100"))  # one address: not its limit
+    clients = [connect(bank) for _ in range(10)]
     try:
         for client in clients:
             client.send_raw(client.client_hello())
@@ -340,12 +375,8 @@ def test_connection_cap_queues_then_serves(make_bank: Callable[..., RunningBank]
                     closed_early += 1
                     client.close()
                     continue
-                hello = client.recv_frame()
-                assert hello[:4] == MAGIC and len(hello) == 68
-                # finish the handshake by hand with the nonce already sent, then leave politely
-                client.nonce_s = hello[4:36]
-                client.keys = derive_keys(client.psk, client.nonce_c, client.nonce_s)
-                assert hello[36:] == server_proof(client.keys, client.nonce_c, client.nonce_s)
+                # finish the handshake for the hello already sent (size, magic and proof checked), then leave politely
+                client.receive_server_hello()
                 assert client.request({"op": "SALIR"}) == {"ok": True}
                 client.close()
                 served += 1
@@ -359,9 +390,9 @@ def test_connection_cap_queues_then_serves(make_bank: Callable[..., RunningBank]
 
 @pytest.mark.timeout(60)
 def test_connections_waiting_too_long_are_closed_before_the_hello(make_bank: Callable[..., RunningBank]) -> None:
-    bank = make_bank(extra_args=("--max-cajeros", "2"))
+    bank = make_bank(extra_args=("--max-cajeros", "2", "--max-por-direccion", "100"))  # one address: not its limit
     held = [session(bank, JUAN), session(bank, MARIA)]
-    waiting = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() for _ in range(2)]
+    waiting = [connect(bank) for _ in range(2)]
     try:
         for client in waiting:
             client.send_raw(client.client_hello())
@@ -411,7 +442,7 @@ def test_same_ids_from_many_atm_processes_apply_once(make_bank: Callable[..., Ru
 def test_concurrent_wrong_pins_block_exactly_once(make_bank: Callable[..., RunningBank]) -> None:
     """Six connections send a wrong PIN at the same instant: 2, 1, 0 remaining once each, then BLOQUEADA."""
     bank = make_bank()
-    clients = [AtmClient("127.0.0.1", bank.port, TEST_PSK).connect().handshake() for _ in range(6)]
+    clients = [connect(bank).handshake() for _ in range(6)]
     try:
         frames = [
             c.seal(json.dumps({"op": "IDENTIFICAR", "tarjeta": JUAN.tarjeta, "pin": "0000"}).encode()) for c in clients
@@ -425,7 +456,7 @@ def test_concurrent_wrong_pins_block_exactly_once(make_bank: Callable[..., Runni
     remaining = sorted(a["intentos_restantes"] for a in answers if a["error"] == "PIN_INCORRECTO")
     assert remaining == [0, 1, 2], answers
     assert [a["error"] for a in answers].count("TARJETA_BLOQUEADA") == 3, answers
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+    with connect(bank) as client:
         client.handshake()
         assert client.identify(JUAN.tarjeta, JUAN.pin)["error"] == "TARJETA_BLOQUEADA"
 
@@ -548,8 +579,9 @@ def test_graceful_stop_under_load_leaves_every_acknowledged_deposit_in_cuenta_tx
 
 @pytest.mark.timeout(60)
 def test_graceful_stop_leaves_cuenta_txt_complete(make_bank: Callable[..., RunningBank]) -> None:
-    """After a clean stop cuenta.txt alone (parsed here per LEDGER.md) is the bank: delete every other file,
-    start again, and balances, PINs and blocks are the same."""
+    """After a clean stop cuenta.txt alone (parsed here per LEDGER.md) is the bank: delete every other file
+    but the bank key and the terminals' registry (LEDGER.md: "the terminals' keys aside"), start again,
+    and balances, PINs and blocks are the same."""
     bank = make_bank()
     with session(bank, GUSTAVO) as client:
         client.request({"op": "DEPOSITAR", "monto": "0.10", "id": "g1"})
@@ -558,7 +590,7 @@ def test_graceful_stop_leaves_cuenta_txt_complete(make_bank: Callable[..., Runni
     with session(bank, MARIA) as client:
         assert client.request({"op": "CAMBIAR_PIN", "pin_actual": MARIA.pin, "pin_nuevo": "86420"})["ok"] is True
         client.request({"op": "RETIRAR", "monto": "250.50", "id": "m1"})
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+    with connect(bank) as client:
         client.handshake()
         for _ in range(3):
             client.identify(JUAN.tarjeta, "0000")
@@ -577,13 +609,13 @@ def test_graceful_stop_leaves_cuenta_txt_complete(make_bank: Callable[..., Runni
     assert pin_matches(ledger[GUSTAVO.tarjeta]["pin"], GUSTAVO.pin)
 
     for path in bank.folder.iterdir():
-        if path.name not in ("cuenta.txt", "llave.key"):
+        if path.name not in ("cuenta.txt", "banco.key", "cuenta.cajeros"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     before = bank.ledger_path.read_bytes()
     bank.start()
     assert balance(bank, GUSTAVO) == Decimal("233444.30")
     assert balance(bank, MARIA, "86420") == Decimal("15000.00")
-    with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+    with connect(bank) as client:
         client.handshake()
         assert client.identify(JUAN.tarjeta, JUAN.pin)["error"] == "TARJETA_BLOQUEADA"
         assert client.identify(MARIA.tarjeta, MARIA.pin)["error"] == "PIN_INCORRECTO"
@@ -607,8 +639,7 @@ def test_ledger_written_by_hand_with_padding_and_comments(
     text = "# comentario del administrador\n\n" + f"  {card} | {titular} |     820.00 | {pin} | {intentos}  \r\n"
     text += "\n# fin\n"
     (folder / "cuenta.txt").write_text(text, encoding="utf-8")
-    write_key(folder)
-    bank = RunningBank(folder, [])
+    bank = RunningBank(folder, [], enrolled(folder))
     bank.start()
     try:
         with session(bank, JUAN) as client:
@@ -679,7 +710,7 @@ def test_broken_ledger_line_stops_the_server(tmp_path: Path, problem: str) -> No
     folder = tmp_path / "roto"
     folder.mkdir()
     write_ledger(folder)
-    write_key(folder)
+    write_bank_key(folder)
     lines, number = _broken((folder / "cuenta.txt").read_text(encoding="utf-8").splitlines(), problem)
     (folder / "cuenta.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     before = (folder / "cuenta.txt").read_bytes()
@@ -691,24 +722,25 @@ def test_broken_ledger_line_stops_the_server(tmp_path: Path, problem: str) -> No
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("upper", [False, True], ids=["lower-hex", "upper-hex"])
-def test_ledger_pin_field_from_the_contract_vectors(tmp_path: Path, upper: bool) -> None:
-    """A ledger written by another tool, with vectors.json's PIN field (N=16384), is served: PIN 1234 works."""
+@pytest.mark.parametrize("form", ["pin_hash", "pin_hash_peppered"])
+def test_ledger_pin_field_from_the_contract_vectors(tmp_path: Path, upper: bool, form: str) -> None:
+    """A ledger written by another tool, with one of vectors.json's PIN fields (N=16384, the older unpeppered
+    form or the peppered one, with the vectors' bank key), is served: PIN 1234 works."""
     vectors = json.loads((Path(__file__).with_name("vectors.json")).read_text(encoding="utf-8"))
-    pin_field = vectors["pin_hash"]["field"]
+    pin_field = vectors[form]["field"]
     if upper:
         kind, rest = pin_field.split("$", 1)
         pin_field = kind + "$" + rest.upper()
     folder = tmp_path / "vector"
     folder.mkdir()
     (folder / "cuenta.txt").write_text(f"123456789012|Vector|10.00|{pin_field}|0\n", encoding="utf-8")
-    write_key(folder)
-    bank = RunningBank(folder, [])
+    bank = RunningBank(folder, [], enrolled(folder, bytes.fromhex(vectors["bank_key"])))
     bank.start()
     try:
-        with AtmClient("127.0.0.1", bank.port, TEST_PSK).connect() as client:
+        with connect(bank) as client:
             client.handshake()
             assert client.identify("123456789012", "4321")["error"] == "PIN_INCORRECTO"
-            assert client.identify("123456789012", vectors["pin_hash"]["pin"]) == {"ok": True, "titular": "Vector"}
+            assert client.identify("123456789012", vectors[form]["pin"]) == {"ok": True, "titular": "Vector"}
             assert client.saldo() == "10.00"
     finally:
         bank.stop()
@@ -724,9 +756,8 @@ def test_ledger_with_a_very_large_balance(tmp_path: Path) -> None:
     folder.mkdir()
     huge = "9" * 27 + ".99"
     write_ledger(folder, (JUAN, DemoAccount("123412341234", "Fortuna", huge, "1234")))
-    write_key(folder)
     before = (folder / "cuenta.txt").read_bytes()
-    bank = RunningBank(folder, [])
+    bank = RunningBank(folder, [], enrolled(folder))
     try:
         bank.start()
     except RuntimeError:
@@ -737,7 +768,7 @@ def test_ledger_with_a_very_large_balance(tmp_path: Path) -> None:
         assert (folder / "cuenta.txt").read_bytes() == before
         return
     try:
-        with open_session(bank.port, TEST_PSK, "123412341234", "1234") as client:
+        with open_session(bank.port, key_of(bank), "123412341234", "1234") as client:
             assert client.saldo() == huge
             response = client.request({"op": "RETIRAR", "monto": "0.99", "id": "g1"})
             assert response.get("saldo") == "9" * 27 + ".00", response
@@ -750,7 +781,7 @@ def test_ledger_that_is_not_utf8_stops_the_server(tmp_path: Path) -> None:
     folder = tmp_path / "latin1"
     folder.mkdir()
     write_ledger(folder)
-    write_key(folder)
+    write_bank_key(folder)
     data = (folder / "cuenta.txt").read_bytes().replace("Pérez".encode(), "Pérez".encode("latin-1"))
     (folder / "cuenta.txt").write_bytes(data)
     said = refusal(folder)
@@ -763,7 +794,7 @@ def test_ledger_that_is_not_utf8_stops_the_server(tmp_path: Path) -> None:
 def test_missing_ledger_stops_the_server(tmp_path: Path) -> None:
     folder = tmp_path / "sin-cuentas"
     folder.mkdir()
-    write_key(folder)
+    write_bank_key(folder)
     said = refusal(folder)
     assert "cuenta.txt" in said, said
     assert not (folder / "cuenta.txt").exists()
@@ -776,43 +807,56 @@ def test_missing_ledger_stops_the_server(tmp_path: Path) -> None:
         None,
         "",
         "# solo un comentario\n",
-        TEST_PSK.hex()[:-1] + "\n",
-        TEST_PSK.hex() + "0\n",
-        TEST_PSK.hex()[:-1] + "g\n",
-        TEST_PSK.hex() + " extra\n",
-        "llave=" + TEST_PSK.hex() + "\n",
+        TEST_BANK_KEY.hex()[:-1] + "\n",
+        TEST_BANK_KEY.hex() + "0\n",
+        TEST_BANK_KEY.hex()[:-1] + "g\n",
+        TEST_BANK_KEY.hex() + " extra\n",
+        "llave=" + TEST_BANK_KEY.hex() + "\n",
+        "ATM2 CAJERO-01 1 " + TEST_BANK_KEY.hex() + "\n",  # an ATM's key file where the bank key belongs
     ],
-    ids=["missing", "empty", "comments-only", "63-digits", "65-digits", "not-hex", "trailing-text", "prefix"],
+    ids=[
+        "missing",
+        "empty",
+        "comments-only",
+        "63-digits",
+        "65-digits",
+        "not-hex",
+        "trailing-text",
+        "prefix",
+        "atm-key-file",
+    ],
 )
-def test_missing_or_malformed_key_stops_the_server(tmp_path: Path, content: str | None) -> None:
+def test_missing_or_malformed_bank_key_stops_the_server(tmp_path: Path, content: str | None) -> None:
     folder = tmp_path / "sin-llave"
     folder.mkdir()
     write_ledger(folder)
     if content is not None:
-        (folder / "llave.key").write_text(content, encoding="utf-8")
+        (folder / "banco.key").write_text(content, encoding="utf-8")
     ledger_before = (folder / "cuenta.txt").read_bytes()
     said = refusal(folder)
     assert "genkey" in said, said
-    assert "llave.key" in said, said
-    assert TEST_PSK.hex()[:16] not in said, "the key (or part of it) was printed"
+    assert "banco.key" in said, said
+    assert TEST_BANK_KEY.hex()[:16] not in said, "the key (or part of it) was printed"
     assert (folder / "cuenta.txt").read_bytes() == ledger_before
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    "key_file",
+    "bank_key_file",
     [
-        ("# llave\n\n" + TEST_PSK.hex().upper() + "\n").encode(),  # upper-case hex, comments, blank line
-        b"# llave\r\n\r\n" + TEST_PSK.hex().encode() + b"\r\n",  # Windows line endings
+        ("# llave\n\n" + TEST_BANK_KEY.hex().upper() + "\n").encode(),  # upper-case hex, comments, blank line
+        b"# llave\r\n\r\n" + TEST_BANK_KEY.hex().encode() + b"\r\n",  # Windows line endings
     ],
     ids=["upper-case-hex-and-comments", "crlf"],
 )
-def test_key_file_variants_are_accepted(tmp_path: Path, key_file: bytes) -> None:
+def test_bank_key_file_variants_are_accepted(tmp_path: Path, bank_key_file: bytes) -> None:
+    """The same bank key written differently: the PIN hashes it peppers still check, the terminal's key opens."""
     folder = tmp_path / "llave"
     folder.mkdir()
     write_ledger(folder, (JUAN,))
-    (folder / "llave.key").write_bytes(key_file)
-    bank = RunningBank(folder, [])
+    terminal_key = enrolled(folder)
+    (folder / "banco.key").write_bytes(bank_key_file)
+    bank = RunningBank(folder, [], terminal_key)
     bank.start()
     try:
         assert balance(bank, JUAN) == Decimal("820.00")
@@ -830,10 +874,12 @@ def test_file_flags_put_every_file_where_asked(tmp_path: Path) -> None:
     run.mkdir()
     write_ledger(data, (JUAN,))
     (data / "cuenta.txt").rename(data / "banco.txt")
-    (tmp_path / "secreto.key").write_text(TEST_PSK.hex() + "\n", encoding="utf-8")
+    write_bank_key(tmp_path)
+    (tmp_path / "banco.key").rename(tmp_path / "secreto.key")
+    terminal_key = TerminalRegistry.for_ledger(data / "banco.txt", TEST_BANK_KEY).enrol(TEST_TERMINAL)
     args = ["--cuenta", str(data / "banco.txt"), "--llave", str(tmp_path / "secreto.key")]
     args += ["--registro", str(tmp_path / "registro.log")]
-    bank = RunningBank(run, args)
+    bank = RunningBank(run, args, terminal_key)
     bank.start()
     try:
         with session(bank, JUAN) as client:
@@ -848,7 +894,7 @@ def test_file_flags_put_every_file_where_asked(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_second_server_on_the_same_ledger_is_refused(make_bank: Callable[..., RunningBank]) -> None:
     bank = make_bank()
-    second = RunningBank(bank.folder, [])
+    second = RunningBank(bank.folder, [], bank.terminal_key)
     with pytest.raises(RuntimeError):
         second.start()
     second._cleanup()
