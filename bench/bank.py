@@ -1,7 +1,8 @@
 """The bench's bank: a generated ledger, a real server process, what /proc says about it, one measured point.
 
-The server starts as the tests start it (``devtools.bank_process.RunningBank``); the ATMs are
-``bench/contract_load.py``, the independent client. Linux-only where it reads ``/proc``.
+The server starts as the tests start it (``devtools.bank_process.RunningBank``), on ``banco.key`` and a
+ledger of peppered PIN hashes; the ATMs are ``bench/contract_load.py``, the independent client, each its own
+terminal (``CARGA-001``...). The bank's code only sets the bank up (hash, enrol). Linux-only where it reads ``/proc``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import contract_load
-from devtools.bank_process import TEST_PSK, RunningBank, server_env, write_key
+from devtools.bank_process import TEST_BANK_KEY, RunningBank, enrol_terminal, server_env, write_bank_key
 
 PIN = "1234"
 START_BALANCE = Decimal("1000.00")
 DEPOSIT = "1.00"
 FIRST_CARD = 4_000_000_000_000_000
+MAX_ATMS = 200  # the server's --max-cajeros in the bench, and the most load terminals it enrols
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -40,10 +42,10 @@ def cards_for(n_atms: int, n_accounts: int) -> list[str]:
 
 @functools.cache
 def real_pin_field() -> str:
-    """ONE real scrypt field at the default N=2^14 (so a log-in costs what it costs), shared by every account."""
-    from bank_server.pins import hash_pin
+    """ONE real peppered scrypt field at N=2^14 (a log-in costs what it costs), shared by every account."""
+    from bank_server.pins import hash_pin, pin_pepper
 
-    return hash_pin(PIN)
+    return hash_pin(PIN, pin_pepper(TEST_BANK_KEY))
 
 
 def write_bench_ledger(folder: Path, n_accounts: int) -> Path:
@@ -57,13 +59,14 @@ def write_bench_ledger(folder: Path, n_accounts: int) -> Path:
 
 # -- the server process ---------------------------------------------------------------------------------------------
 class BenchBank:
-    """A bench folder with a generated ledger, and the server running on it (one at a time).
+    """A bench folder with a generated ledger, ``terminals`` load terminals (enrolled before the server starts:
+    none waits for the bank to see its registry change), and the server running on it (one at a time).
 
     As a context manager it always ends the server (a clean stop if possible), keeps what
     the server complained about (``problems``) and the log's size, and removes the folder.
     """
 
-    def __init__(self, folder: Path, accounts: int, start_method: str = "fork") -> None:
+    def __init__(self, folder: Path, accounts: int, start_method: str = "fork", terminals: int = 1) -> None:
         self.folder, self.accounts, self.start_method = folder, accounts, start_method
         self.bank: RunningBank | None = None
         self.problems: list[str] = []
@@ -72,13 +75,15 @@ class BenchBank:
         started = time.perf_counter()
         write_bench_ledger(folder, accounts)
         self.ledger_write_s = round(time.perf_counter() - started, 2)
-        write_key(folder)
+        write_bank_key(folder)
+        self.terminal_keys = [enrol_terminal(folder, f"CARGA-{i + 1:03d}") for i in range(terminals)]
 
     def start(self) -> float:
         """Start the server; the seconds from ``Popen`` to its ``listo`` line."""
         f = self.folder
-        args = ["--cuenta", str(f / "cuenta.txt"), "--llave", str(f / "llave.key"), "--registro", str(f / "banco.log")]
-        self.bank = RunningBank(f, [*args, "--max-cajeros", "200", "--inicio", self.start_method])
+        args = ["--cuenta", str(f / "cuenta.txt"), "--llave", str(f / "banco.key"), "--registro", str(f / "banco.log")]
+        limits = ["--max-cajeros", str(MAX_ATMS), "--max-por-direccion", str(MAX_ATMS)]  # all ATMs on 127.0.0.1
+        self.bank = RunningBank(f, [*args, *limits, "--inicio", self.start_method])
         started = time.perf_counter()
         self.bank.start(timeout=300)
         return round(time.perf_counter() - started, 3)
@@ -96,8 +101,8 @@ class BenchBank:
     def sessions(self, count: int, logins: int) -> dict[str, Any]:
         """Set-up of ``count`` fresh connections (and log-in on ``logins`` of them), one after another."""
         assert self.bank is not None
-        card = (card_number(0), PIN)
-        return contract_load.measure_sessions("127.0.0.1", self.bank.port, TEST_PSK, card, count, logins, 60.0)
+        card, key = (card_number(0), PIN), self.terminal_keys[0]  # one terminal, one session after another
+        return contract_load.measure_sessions("127.0.0.1", self.bank.port, key, card, count, logins, 60.0)
 
     def measure(self, n_atms: int, warm: float, window: float, on_start: Callable[[], None] | None = None) -> dict:
         """One point of the sweep: ``n_atms`` independent ATMs on cards spread over the ledger, depositing,
@@ -122,8 +127,8 @@ class BenchBank:
 
         t0 = time.perf_counter()
         cards = [(card, PIN) for card in cards_for(n_atms, self.accounts)]
-        report = contract_load.run("127.0.0.1", self.bank.port, TEST_PSK, cards, n_atms, warm, window, DEPOSIT,
-                                   timeout=30.0, on_window=on_window)  # fmt: skip
+        report = contract_load.run("127.0.0.1", self.bank.port, self.terminal_keys, cards, n_atms, warm, window,
+                                   DEPOSIT, timeout=30.0, on_window=on_window)  # fmt: skip
         ramp_s = time.perf_counter() - t0 - warm - window
         return {**_point_figures(report, marks, window), "ramp_s": round(ramp_s, 3), **extra}
 

@@ -1,13 +1,14 @@
-"""Deposit load against the bank from N ATM processes that speak ATM1 through the independent client.
+"""Deposit load against the bank from N ATM processes that speak ATM2 through the independent client.
 
 The bench's figures must come from a client that shares no code with the server, or a bug common
 to both would go unnoticed while the figures still "work". The protocol is
 ``devtools/contract_client.py``, written from PROTOCOL.md alone; this module adds the processes,
 the clock and the books: every reply checked in full, each balance against the previous one plus
-the deposit. It shares 2 cores with the server, so a request stays cheap (one AES object per
-direction, one ``recv`` per reply, the plaintext concatenated, ids from a prefix and a counter)::
+the deposit. Each ATM is its own terminal with its own key, and sends RENOVAR_LLAVE after each
+handshake as an ATM does. It shares 2 cores with the server, so a request stays cheap (one AES
+object per direction, one ``recv`` per reply, the plaintext concatenated, ids from a prefix and a counter)::
 
-    python -m bench.contract_load --puerto 8123 --llave llave.key --tarjetas tarjetas.json --cajeros 4 \\
+    python -m bench.contract_load --puerto 8123 --llaves c1.key c2.key --tarjetas tarjetas.json --cajeros 2 \\
         [--host H] [--calentamiento 1.5] [--ventana 5] [--monto 1.00] [--sesiones 0]
 
 One JSON report on stdout (English keys), diagnostics on stderr; in-process: :func:`run`.
@@ -36,12 +37,14 @@ from typing import Any
 from devtools.contract_client import (
     AtmClient,
     ContractError,
+    KeyLike,
     ReplyError,
     ServerError,
+    TerminalKey,
     check_reply,
     deposit_encoder,
     is_request_amount,
-    load_psk,
+    load_key_file,
 )
 
 DEFAULT_TIMEOUT = 10.0
@@ -57,7 +60,7 @@ class AtmTask:
     index: int
     host: str
     port: int
-    psk: bytes
+    key: TerminalKey  # this module's own type: a spawned ATM never unpickles (so imports) the project's
     card: str
     pin: str
     amount: str
@@ -87,18 +90,16 @@ def error_kind(exc: BaseException) -> str:
     return "tiempo_agotado" if isinstance(exc, TimeoutError) else "error_de_red"
 
 
-def connect(host: str, port: int, psk: bytes, timeout: float) -> AtmClient:
-    """A handshaken connection, proof checked; closed again if the handshake fails."""
-    client = AtmClient(host, port, psk, timeout, keep_frames=False)
+def connect(host: str, port: int, key: KeyLike, timeout: float) -> AtmClient:
+    """A session as an ATM opens one: handshake (proof checked), then RENOVAR_LLAVE, the first record, which
+    confirms the session at the bank (a pending key is not stored: not the bench's files). Closed if anything fails."""
+    client = AtmClient(host, port, key, timeout, keep_frames=False)
     try:
-        return client.connect().handshake()
+        client.connect().handshake().renew_key()
+        return client
     except BaseException:
         client.close()
         raise
-
-
-def log_in(client: AtmClient, card: str, pin: str) -> None:
-    check_reply("IDENTIFICAR", client.identify(card, pin))
 
 
 def balance(client: AtmClient, card: str) -> Decimal:
@@ -118,8 +119,8 @@ def _atm_worker(task: AtmTask, barrier: Any, results: Any) -> None:
     }  # fmt: skip
     client: AtmClient | None = None
     try:
-        client = connect(task.host, task.port, task.psk, task.timeout)
-        log_in(client, task.card, task.pin)
+        client = connect(task.host, task.port, task.key, task.timeout)
+        check_reply("IDENTIFICAR", client.identify(task.card, task.pin))
         start = balance(client, task.card)
         out["balance_start"] = out["balance_end"] = str(start)
         alive = _deposit_loop(task, client, out, start) if _wait_for_all(task, barrier, out) else None
@@ -220,22 +221,20 @@ def summary_ms(values: Sequence[float], with_max: bool = False) -> dict[str, Any
 
 
 def measure_sessions(
-    host: str, port: int, psk: bytes, card: tuple[str, str], count: int, logins: int = 20, timeout: float = 10.0
+    host: str, port: int, key: KeyLike, card: tuple[str, str], count: int, logins: int = 20, timeout: float = 10.0
 ) -> dict[str, Any]:
-    """``count`` fresh connections one after another: connect + handshake each, IDENTIFICAR on the first ``logins``."""
-    setup: list[float] = []
-    login: list[float] = []
-    errors: dict[str, int] = {}
-    perf = time.perf_counter
+    """``count`` fresh connections one after another, as terminal ``key``: TCP + handshake + RENOVAR_LLAVE
+    each (until that first record the bank has not accepted the session), IDENTIFICAR on the first ``logins``."""
+    setup, login, errors, perf = array("d"), array("d"), dict[str, int](), time.perf_counter
     for i in range(count):
         client: AtmClient | None = None
         try:
             t0 = perf()
-            client = connect(host, port, psk, timeout)
+            client = connect(host, port, key, timeout)
             setup.append(perf() - t0)
             if i < logins:
                 t0 = perf()
-                log_in(client, *card)
+                check_reply("IDENTIFICAR", client.identify(*card))
                 login.append(perf() - t0)
             client.logout()
         except (ContractError, ServerError, OSError) as exc:
@@ -244,11 +243,8 @@ def measure_sessions(
         finally:
             if client is not None:
                 client.close()
-    return {
-        "session_ms": {**summary_ms(setup), "n": len(setup)},
-        "login_ms": {**summary_ms(login), "n": len(login)},
-        "errors": errors,
-    }
+    return {"session_ms": {**summary_ms(setup), "n": len(setup)}, "login_ms": {**summary_ms(login), "n": len(login)},
+            "errors": errors}  # fmt: skip
 
 
 # -- the parent process ------------------------------------------------------------------------------------------
@@ -257,11 +253,12 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _check_arguments(psk: bytes, cards: Sequence[tuple[str, str]], n_atms: int, amount: str, warmup: float,
-                     window: float, sessions: int) -> None:  # fmt: skip
+def _check_arguments(keys: Sequence[TerminalKey], cards: Sequence[tuple[str, str]], n_atms: int, amount: str,
+                     warmup: float, window: float, sessions: int) -> None:  # fmt: skip
     """``ValueError`` with a message in Spanish for anything the run cannot start with."""
     problems = [
-        (len(psk) != 32, "La llave compartida debe tener 32 bytes."),
+        (len(keys) < n_atms, f"Hay {len(keys)} llaves de cajero para {n_atms} cajeros: hace falta una por cajero."),
+        (len({k.terminal_id for k in keys[:n_atms]}) < min(n_atms, len(keys)), "Dos cajeros con el mismo terminal."),
         (not is_request_amount(amount), f"El importe {amount!r} no cumple la gramática del contrato o no es > 0."),
         (warmup < 0 or window <= 0, "El calentamiento no puede ser negativo y la ventana debe ser positiva."),
         (sessions < 0, "El número de sesiones no puede ser negativo."),
@@ -332,8 +329,8 @@ def _observe_window(barrier: Any, task: AtmTask, on_window: Callable[[str], None
         on_window(label)
 
 
-def _books(used: list[tuple[str, str]], reports: list[dict[str, Any]], procs: list[Any], amount: str,
-           report: dict[str, Any]) -> None:  # fmt: skip
+def _books(used: list[tuple[str, str]], tasks: list[AtmTask], reports: list[dict[str, Any]], procs: list[Any],
+           amount: str, report: dict[str, Any]) -> None:  # fmt: skip
     """Pool every ATM's report into ``report``: per-card books, latencies, CPU, errors."""
     by_index = {r["index"]: r for r in reports}
     errors: dict[str, int] = report["errors"]
@@ -353,7 +350,8 @@ def _books(used: list[tuple[str, str]], reports: list[dict[str, Any]], procs: li
         if r["in_doubt"]:
             report["in_doubt"][card] = report["in_doubt"].get(card, 0) + r["in_doubt"]
         report["balances"][card] = {"start": r["balance_start"], "end": r["balance_end"]}
-        report["per_atm"].append({"card": card, "ok_in_window": r["ok_in_window"], "ok_total": r["ok_total"]})
+        report["per_atm"].append({"card": card, "terminal": tasks[i].key.terminal_id,
+                                  "ok_in_window": r["ok_in_window"], "ok_total": r["ok_total"]})  # fmt: skip
         report["ok_in_window"] += r["ok_in_window"]
         report["atms_complete"] += bool(r["complete"])
         latencies.extend(r["latencies"])
@@ -372,7 +370,7 @@ def _books(used: list[tuple[str, str]], reports: list[dict[str, Any]], procs: li
 def run(
     host: str,
     port: int,
-    psk: bytes,
+    keys: Sequence[KeyLike],
     cards: list[tuple[str, str]],
     n_atms: int,
     warmup: float,
@@ -386,24 +384,26 @@ def run(
 ) -> dict[str, Any]:
     """The load test; returns the report (the object the CLI prints).
 
-    ``cards[i]`` = (card, pin) of ATM ``i``. ``start_method``: multiprocessing's (None: the platform's).
+    ``keys[i]`` = the terminal key of ATM ``i`` (one terminal each), ``cards[i]`` = its (card, pin).
+    Sessions are measured as terminal ``keys[0]``. ``start_method``: multiprocessing's (None: the platform's).
     ``ValueError`` with a message in Spanish if the arguments do not do. ``on_window`` (for whoever
     measures the server meanwhile) is called with ``"start"``, ``"middle"`` and ``"end"`` of the
     measured window, on the ATMs' own clock: the parent waits at the same barrier.
     """
     cards = [(str(c), str(p)) for c, p in cards]
-    _check_arguments(psk, cards, n_atms, amount, warmup, window, sessions)
+    own_keys = [TerminalKey(k.terminal_id, k.version, k.key) for k in keys]  # checked, and free of the caller's type
+    _check_arguments(own_keys, cards, n_atms, amount, warmup, window, sessions)
     used = cards[:n_atms]
     unique = len({c for c, _ in used}) == n_atms
     if not unique:
         _say("aviso: hay tarjetas repetidas entre los cajeros; no se comprobará la continuidad de los saldos")
     report: dict[str, Any] = {"atms": n_atms, "warmup_s": warmup, "window_s": window, "amount": amount, "errors": {}}
     if sessions:
-        report.update(measure_sessions(host, port, psk, used[0], sessions, timeout=timeout))
+        report.update(measure_sessions(host, port, own_keys[0], used[0], sessions, timeout=timeout))
     ctx = multiprocessing.get_context(start_method)
     barrier_timeout = 30.0 + 2.0 * n_atms
     tasks = [
-        AtmTask(i, host, port, psk, card, pin, amount, warmup, window, unique, timeout, barrier_timeout)
+        AtmTask(i, host, port, own_keys[i], card, pin, amount, warmup, window, unique, timeout, barrier_timeout)
         for i, (card, pin) in enumerate(used)
     ]
     # a safety net (sockets time out first): start-up, warm-up, window, the last deposit and SALIR, and margin
@@ -411,7 +411,7 @@ def run(
     cpu_before = _children_cpu()
     reports, procs = _run_atms(tasks, ctx.Barrier(n_atms + (on_window is not None)), ctx, deadline, on_window)
     report["client_cpu_s"] = round(_children_cpu() - cpu_before, 3)
-    _books(used, reports, procs, amount, report)
+    _books(used, tasks, reports, procs, amount, report)
     return report
 
 
@@ -442,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="dirección del banco")
     add("--puerto", dest="port", type=int, metavar="PUERTO", required=True, help="puerto del banco")
-    add("--llave", dest="psk", metavar="FICHERO", required=True, help="la llave compartida (llave.key)")
+    add("--llaves", dest="keys", metavar="FICHERO", nargs="+", required=True,
+        help="un fichero de llave ATM2 por cajero, en orden (cada cajero es un terminal distinto)")  # fmt: skip
     add("--tarjetas", dest="cards", metavar="FICHERO", required=True, help="JSON: [{'tarjeta', 'pin'}], una por cajero")
     add("--cajeros", dest="n_atms", type=int, metavar="N", required=True, help="número de procesos cajero")
     add("--calentamiento", dest="warmup", type=float, metavar="S", default=1.5, help="segundos sin medir")
@@ -453,13 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--arranque", dest="start_method", choices=("fork", "spawn", "forkserver"), help="arranque de los procesos")
     args = parser.parse_args(argv)
     try:
-        args.psk, args.cards = load_psk(args.psk), _load_cards(args.cards)
+        args.keys, args.cards = [load_key_file(path) for path in args.keys], _load_cards(args.cards)
         report = run(**vars(args))
-    except ValueError as exc:
-        _say(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        _say("interrumpido")
+    except (ValueError, KeyboardInterrupt) as exc:
+        _say(f"error: {exc}" if isinstance(exc, ValueError) else "interrumpido")
         return 1
     print(json.dumps(report, ensure_ascii=False))
     if not succeeded(report):

@@ -1,12 +1,12 @@
 """``python -m bench --costos``: what one deposit costs the server in one process, and what logging adds.
 
-No sockets, no other processes: the server's own ``ServerConnection``, ``Conversation`` and
-``Store`` on a generated ledger, fed the real ATM1 bytes of the independent client. Only the
-server's half of each request is timed: the single-writer floor of the transaction path, with
-no lock contention and no other process's records to catch up on. Logging (as ``--detallado``)
-is switched on and off in alternating blocks, so that the machine's noise hits both alike.
-Also: the CPU of reading ONE other process's journal record, which every handler pays for every
-record the others write. Where inside a deposit the time goes is ``--perfil``'s job.
+No sockets, no other processes: the server's own ``ServerConnection``, ``Conversation`` and ``Store``
+on a generated ledger, fed the real ATM2 bytes of the independent client (one enrolled terminal; the
+handshake and log-in are set-up, not timed). Only the server's half of each request is timed: the
+single-writer floor of the transaction path, with no lock contention and no other process's records
+to catch up on. Logging (as ``--detallado``) is switched on and off in alternating blocks, so that the
+machine's noise hits both alike. Also: the CPU of reading ONE other process's journal record, which
+every handler pays for every record the others write. Where inside a deposit the time goes is ``--perfil``'s job.
 """
 
 from __future__ import annotations
@@ -23,29 +23,48 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bank_server.card_locks import CardLocks
+from bank_server.conversation import Conversation
+from bank_server.cpu_slots import CpuSlots
+from bank_server.journal import Record, decode_record
+from bank_server.ledger import Account
+from bank_server.logs import setup_logging
+from bank_server.pin_checks import PinChecker, TerminalGuard
+from bank_server.pins import pin_pepper
+from bank_server.rules import Limits
+from bank_server.state import BankState
+from bank_server.store import Store, StoreMode, lock_path_for
+from bank_server.terminals import TerminalRegistry
 from bench.bank import DEPOSIT, PIN, card_number, real_pin_field, write_bench_ledger
+from common.endpoints import MessageReceived, ServerConnection
+from common.messages import encode
 from devtools import contract_client as client
-from devtools.bank_process import TEST_PSK
+from devtools.bank_process import TEST_BANK_KEY, enrol_terminal, write_bank_key
 
 
 class Rig:
     """A server-side conversation on ``folder``'s ledger, fed by the independent client in memory."""
 
     def __init__(self, folder: Path, card: str) -> None:
-        from bank_server.conversation import Conversation
-        from bank_server.rules import Limits
-        from bank_server.store import Store, StoreMode
-        from common.connection import ServerConnection
-
-        self.store = Store.open(folder / "cuenta.txt", mode=StoreMode.RECOVER)
-        self.conversation = Conversation(self.store, Limits(), "127.0.0.1:1")
-        self.server = ServerConnection(TEST_PSK)
-        nonce_c = os.urandom(client.NONCE_SIZE)
-        self.server.receive_data(client.frame(client.MAGIC + nonce_c))
-        _, keys = client.verify_server_hello(TEST_PSK, nonce_c, self.server.data_to_send()[4:])
+        ledger, peer = folder / "cuenta.txt", "127.0.0.1:1"
+        write_bank_key(folder)
+        key = enrol_terminal(folder, "COSTOS-01")
+        self.store = Store.open(ledger, mode=StoreMode.RECOVER)
+        registry = TerminalRegistry.for_ledger(ledger, TEST_BANK_KEY)
+        locks = lock_path_for(ledger).parent  # wired as the handler wires a confirmed session
+        slots, cards = CpuSlots(locks, ledger.stem), CardLocks(locks / f"{ledger.stem}.tarjetas.lock")
+        guard = TerminalGuard(registry, key.terminal_id, peer)
+        pins = PinChecker(self.store, pin_pepper(TEST_BANK_KEY), slots, cards, guard)
+        self.conversation = Conversation(self.store, Limits(), peer, key.terminal_id, registry, pins)
+        self.server = ServerConnection()
+        ephemeral, nonce_c = client.Ephemeral.generate(), os.urandom(client.NONCE_SIZE)
+        hello = client.client_hello_payload(key.terminal_id, key.version, ephemeral.public, nonce_c)
+        self.server.receive_data(client.frame(hello))  # HelloReceived: the handler would look the key up
+        self.server.accept(key)
+        keys = client.verify_server_hello(key.key, hello, ephemeral, self.server.data_to_send()[4:]).keys
         self.sealer = client.RecordSealer(keys.enc_c2s, keys.mac_c2s)
         self.opener = client.RecordOpener(keys.enc_s2c, keys.mac_s2c)
-        login = self.request({"op": "IDENTIFICAR", "tarjeta": card, "pin": PIN})
+        login = self.request({"op": "IDENTIFICAR", "tarjeta": card, "pin": PIN})  # also confirms the session
         client.check_reply("IDENTIFICAR", self.reply(self.server_turn(login)))
 
     def request(self, message: dict[str, Any]) -> bytes:
@@ -56,9 +75,6 @@ class Rig:
 
     def server_turn(self, data: bytes) -> bytes:
         """Exactly what a handler does with one request's bytes; the response's bytes."""
-        from common.connection import MessageReceived
-        from common.messages import encode
-
         for event in self.server.receive_data(data):
             if isinstance(event, MessageReceived):
                 self.server.send_message(encode(self.conversation.handle(event.text)))
@@ -110,8 +126,6 @@ def _logging_on_and_off(rig: Rig, n: int) -> dict[str, Any]:
 
 def measure_size(tmp: Path, size: int, n: int) -> dict[str, Any]:
     """One ledger size, logging set up as the server does with ``--detallado`` (console to a file, and banco.log)."""
-    from bank_server.logs import setup_logging
-
     folder = tmp / f"banco-{size}"
     folder.mkdir()
     write_bench_ledger(folder, size)
@@ -137,10 +151,6 @@ def catch_up_cost(n: int = 5000) -> dict[str, Any]:
 
     With k busy handlers each transaction costs about (k - 1) times this, on top of its own work.
     """
-    from bank_server.journal import Record, decode_record
-    from bank_server.ledger import Account
-    from bank_server.state import BankState
-
     account = Account(card_number(7), "Cliente de prueba 7", Decimal("1234.00"), real_pin_field(), 0)
     date = "2026-11-23T10:15:02-06:00"
     lines = [Record(i + 1, date, "DEPOSITO", account, f"{i:032x}", Decimal("1.00")).encode()[:-1] for i in range(n)]

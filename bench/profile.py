@@ -268,7 +268,7 @@ def main(args: Any) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     raws = {"wall": out_dir / "profile-wall.txt", "cpu": out_dir / "profile-cpu.txt"}
     errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="cajero-perfil-") as tmp, BenchBank(Path(tmp) / "banco", accounts) as bank:
+    with tempfile.TemporaryDirectory() as tmp, BenchBank(Path(tmp) / "banco", accounts, terminals=atms) as bank:
         bank.start()
         assert bank.bank is not None and bank.bank.process is not None
         pid = bank.bank.process.pid

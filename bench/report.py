@@ -59,7 +59,7 @@ def _throughput_goals(results: dict[str, Any], by_size: dict[int, dict[int, dict
             out.append(_goal(f"16 cajeros / pgbench 16 clientes ({size:,} cuentas)", vs_pg, 1.0, True, "×"))
             out.append(_goal(f"16 cajeros / techo fsync por tx ({size:,} cuentas)", vs_disk, 0.5, True, "×"))
     smallest, largest = min(by_size), max(by_size)
-    common = sorted(set(by_size[smallest]) & set(by_size[largest]))
+    common = sorted(n for n in set(by_size[smallest]) & set(by_size[largest]) if by_size[smallest][n]["tx_per_s"])
     if largest != smallest and common:
         ratios = {n: by_size[largest][n]["tx_per_s"] / by_size[smallest][n]["tx_per_s"] for n in common}
         headline = 16 if 16 in common else common[-1]
@@ -84,7 +84,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     for size, points in sorted(by_size.items()):
         if 1 in points:
             out.append(_goal(f"1 cajero: p99 de DEPOSITAR ({size:,} cuentas)", points[1]["p99_ms"], 5.0, False, "ms"))
-    name = f"sesión (TCP+saludo) p50, fork ({smallest['accounts']:,} cuentas)"
+    name = f"sesión (TCP+saludo+RENOVAR_LLAVE) p50, fork ({smallest['accounts']:,} cuentas)"
     out.append(_goal(name, smallest["setup"]["session_ms"]["p50"], 30.0, False, "ms"))
     return out
 
@@ -146,11 +146,9 @@ def _references(results: dict[str, Any], say: Callable[[str], None]) -> None:
 
 
 def print_report(results: dict[str, Any], say: Callable[[str], None]) -> None:
-    say("")
-    say("=" * len(HEADER))
+    say("\n" + "=" * len(HEADER))
     _preamble(results, say)
-    say("")
-    say("Depósitos durables (DEPOSITAR confirmado tras fsync) por segundo, ida y vuelta vista por el cajero:")
+    say("\nDepósitos durables (DEPOSITAR confirmado tras fsync) por segundo, ida y vuelta vista por el cajero:")
     say(HEADER)
     for s in [*results["sizes"], *results.get("start_methods", [])]:
         for p in s["points"]:
@@ -162,11 +160,9 @@ def print_report(results: dict[str, Any], say: Callable[[str], None]) -> None:
     if results.get("costs"):
         from bench import costs
 
-        say("")
-        say("Costo de un depósito en un solo proceso (--costos):")
+        say("\nCosto de un depósito en un solo proceso (--costos):")
         costs.describe(results["costs"], say)
-    say("")
-    say("Metas del issue (medidas en esta misma corrida):")
+    say("\nMetas del issue (medidas en esta misma corrida):")
     for g in results["goals"]:
         value = "n/d" if g["value"] is None else f"{g['value']}{g.get('unit', '')}"
         say(f"  {g['verdict']:<5} {g['goal']}: {value} (meta {g['op']} {g['target']}{g.get('unit', '')})")

@@ -85,7 +85,7 @@ def _check_books(bench: BenchBank, deposited: dict[str, Decimal], name: str) -> 
 def run_ledger(tmp: Path, size: int, plan: Namespace, method: str = "fork") -> dict[str, Any]:
     """First start, session set-up, the ATM sweep, the books, and a re-start with the sweep in the journal."""
     out: dict[str, Any] = {"accounts": size, "start_method": method}
-    with BenchBank(tmp / f"banco-{method}-{size}", size, method) as bench:
+    with BenchBank(tmp / f"banco-{method}-{size}", size, method, terminals=max(plan.atms)) as bench:
         out["ledger_write_s"] = bench.ledger_write_s
         out["ledger_bytes"] = (bench.folder / "cuenta.txt").stat().st_size
         out["startup_first_s"] = bench.start()
@@ -93,7 +93,7 @@ def run_ledger(tmp: Path, size: int, plan: Namespace, method: str = "fork") -> d
         say(f"{name}: servidor listo en {out['startup_first_s']:.2f} s (primer arranque)")
         out["setup"] = s = bench.sessions(plan.n_setup, plan.n_login)
         session, login = s["session_ms"], s["login_ms"]
-        say(f"{name}: sesión (TCP+saludo) p50 {session['p50']} ms p99 {session['p99']} ms; "
+        say(f"{name}: sesión (TCP+saludo+RENOVAR_LLAVE) p50 {session['p50']} ms p99 {session['p99']} ms; "
             f"IDENTIFICAR p50 {login['p50']} ms ({session['n']} conexiones) {s['errors'] or ''}")  # fmt: skip
         deposited: dict[str, Decimal] = {}
         out["points"] = [_point(bench, n, plan, deposited) for n in plan.atms]
@@ -120,7 +120,7 @@ def _append_history(journal_path: Path, accounts: int, records: int) -> None:
             index = (n * 7919) % accounts
             balances[index] = balances.get(index, bank.START_BALANCE) + Decimal(DEPOSIT)
             account = Account(bank.card_number(index), f"Cliente de prueba {index}", balances[index], pin, 0)
-            chunk.append(Record(n, date, "DEPOSITO", account, f"hist{n:x}", Decimal(DEPOSIT)).encode())
+            chunk.append(Record(n, date, "DEPOSITO", account, f"CARGA-001/hist{n:x}", Decimal(DEPOSIT)).encode())
             if len(chunk) >= 10_000:
                 journal.write(b"".join(chunk))
                 chunk = []
@@ -155,7 +155,7 @@ def measure_all(results: dict[str, Any], plan: Namespace, tmp: Path) -> None:
     results["fsync"] = d = references.measure_disk(tmp, 2.0 if plan.quick else 3.0)
     say(f"  1 registro por fdatasync: {d['per_tx']['records_per_s']:,.0f}/s; "
         f"8 por fdatasync: {d['group8']['records_per_s']:,.0f}/s")  # fmt: skip
-    say("Firma PIN (scrypt N=2^14) para todas las cuentas...")
+    say("Firma PIN (scrypt N=2^14, con pimienta de banco.key) para todas las cuentas...")
     t0 = time.perf_counter()
     bank.real_pin_field()
     results["scrypt_ms"] = round((time.perf_counter() - t0) * 1000, 1)
@@ -238,20 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         costs.describe(costs.measure(args.sizes or [100, 100_000], 1000), say)
         return 0
     plan = with_defaults(args)
-    tmp = Path(tempfile.mkdtemp(prefix="cajero-bench-"))
+    quick, tmp = plan.quick, Path(tempfile.mkdtemp(prefix="cajero-bench-"))
     started = time.perf_counter()
     results: dict[str, Any] = {
-        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": "rapido" if plan.quick else "completo",
-        "params": {
-            **{k: vars(plan)[k] for k in ("sizes", "atms", "window", "warm", "n_setup", "n_login")},
-            "deposit": DEPOSIT,
-            "load": "bench/contract_load.py",
-        },
-        "machine": machine_info(tmp),
-        "code": code_info(),
-        "loadavg_start": os.getloadavg(),
-    }
+        "started_utc": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}", "mode": "rapido" if quick else "completo",
+        "params": {**{k: vars(plan)[k] for k in ("sizes", "atms", "window", "warm", "n_setup", "n_login")},
+                   "deposit": DEPOSIT, "load": "bench/contract_load.py", "protocol": "ATM2"},
+        "machine": machine_info(tmp), "code": code_info(), "loadavg_start": os.getloadavg(),
+    }  # fmt: skip
     results["commit"] = results["code"]["commit"]
     say(f"Cajero bench ({results['mode']}): cuentas {plan.sizes}, cajeros {plan.atms}, ventana {plan.window} s "
         f"tras {plan.warm} s; carga: bench/contract_load.py; carpeta temporal {tmp}")  # fmt: skip

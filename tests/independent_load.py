@@ -10,24 +10,32 @@ from typing import Any
 
 from bank_server.ledger import load_ledger
 from bench import contract_load  # the client that never saw the server's code
-from devtools.bank_process import TEST_PSK, DemoAccount, RunningBank, start_bank
+from devtools.bank_process import DemoAccount, RunningBank, enrol_terminal, start_bank
+
+
+def load_terminal(index: int) -> str:
+    """The terminal id of load ATM ``index``: ``CARGA-001``, ``CARGA-002``, ..."""
+    return f"CARGA-{index + 1:03d}"
 
 
 def run_independent_load(
     folder: Path, accounts: list[DemoAccount], window: float, amount: str, extra_args: tuple[str, ...] = ()
 ) -> tuple[RunningBank, dict[str, Any]]:
-    """A bank on ``accounts``, one independent ATM per account for ``window`` s, a clean stop; then the
-    books: every balance in ``cuenta.txt`` is the opening one plus what the ATMs saw acknowledged."""
+    """A bank on ``accounts``, one independent ATM per account for ``window`` s, each its own terminal
+    (enrolled before the bank starts, so that no handshake races the registry's reload), a clean stop;
+    then the books: every balance in ``cuenta.txt`` is the opening one plus what the ATMs saw acknowledged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = [enrol_terminal(folder, load_terminal(i)) for i in range(len(accounts))]
     bank = start_bank(folder, accounts, extra_args=extra_args)
     try:
-        report = contract_load.run(
-            "127.0.0.1", bank.port, TEST_PSK, [(a.tarjeta, a.pin) for a in accounts], len(accounts), 0.3, window, amount
-        )
+        cards = [(a.tarjeta, a.pin) for a in accounts]
+        report = contract_load.run("127.0.0.1", bank.port, keys, cards, len(accounts), 0.3, window, amount)
     finally:
         assert bank.stop() == 0
     assert contract_load.succeeded(report), report["errors"]
     assert report["errors"] == {} and report["in_doubt"] == {}
     assert report["ok_in_window"] > 0
+    assert {atm["terminal"] for atm in report["per_atm"]} == {k.terminal_id for k in keys}
     ledger, errors = load_ledger(bank.ledger_path)
     assert errors == []
     for account in accounts:
