@@ -182,10 +182,25 @@ def test_revocation_closes_a_live_session_within_two_seconds(bank: RunningBank):
 
 
 # -- guessing ---------------------------------------------------------------------------------------------------
+def _bank_with_a_real_cost_hash(tmp_path: Path, extra_args: tuple[str, ...]) -> RunningBank:
+    """A bank whose CARD has a hash of the default cost (N=2^14, tens of ms): the tests' cheap hashes
+    would finish each check before the next attempt arrives, and hide any race between attempts."""
+    from bank_server.pins import hash_pin
+    from devtools.bank_process import write_bank_key, write_ledger
+
+    folder = tmp_path / "banco"
+    folder.mkdir(parents=True)
+    write_bank_key(folder)
+    ledger = write_ledger(folder)
+    slow = hash_pin(PIN, pin_pepper(TEST_BANK_KEY))
+    lines = ledger.read_text(encoding="utf-8").splitlines()
+    lines = ["|".join([*line.split("|")[:3], slow, "0"]) if line.startswith(CARD) else line for line in lines]
+    ledger.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return start_bank(folder, None, extra_args)
+
+
 def test_thirty_simultaneous_guesses_on_one_card_evaluate_at_most_three_pins(tmp_path: Path):
-    bank = start_bank(
-        tmp_path / "banco", extra_args=("--max-pin-fallidos-cajero", "1000", "--max-por-direccion", "100")
-    )
+    bank = _bank_with_a_real_cost_hash(tmp_path, ("--max-pin-fallidos-cajero", "1000", "--max-por-direccion", "100"))
     try:
         answers: list[dict] = []
         barrier = threading.Barrier(30)
@@ -440,7 +455,7 @@ def test_right_pins_never_count_against_the_terminal(tmp_path: Path):
 def test_simultaneous_right_pins_never_make_the_card_look_blocked(tmp_path: Path):
     # 12 log-ins at once from one terminal are all in flight against its guessing count too (a real ATM
     # serves one customer at a time): the terminal's limit is raised so that the card alone is tested.
-    bank = start_bank(tmp_path / "banco", extra_args=("--max-por-direccion", "50", "--max-pin-fallidos-cajero", "100"))
+    bank = _bank_with_a_real_cost_hash(tmp_path, ("--max-por-direccion", "50", "--max-pin-fallidos-cajero", "100"))
     answers: list[dict] = []
     try:
         barrier = threading.Barrier(12)
