@@ -199,26 +199,47 @@ def _bank_with_a_real_cost_hash(tmp_path: Path, extra_args: tuple[str, ...]) -> 
     return start_bank(folder, None, extra_args)
 
 
+def _simultaneous_log_ins(bank: RunningBank, pins: list[str]) -> Counter:
+    answers: list[dict] = []
+    barrier = threading.Barrier(len(pins))
+
+    def guess(pin: str) -> None:
+        with bank.client(timeout=30) as client:
+            barrier.wait(10)
+            answers.append(_identify(client, pin=pin))
+
+    threads = [threading.Thread(target=guess, args=(pin,)) for pin in pins]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == len(pins)
+    return Counter("ok" if a["ok"] else a["error"] for a in answers)
+
+
 def test_thirty_simultaneous_guesses_on_one_card_evaluate_at_most_three_pins(tmp_path: Path):
     bank = _bank_with_a_real_cost_hash(tmp_path, ("--max-pin-fallidos-cajero", "1000", "--max-por-direccion", "100"))
     try:
-        answers: list[dict] = []
-        barrier = threading.Barrier(30)
+        outcomes = _simultaneous_log_ins(bank, [f"{9000 + i}" for i in range(30)])
+        assert outcomes == Counter({"PIN_INCORRECTO": 3, "TARJETA_BLOQUEADA": 27}), outcomes
+        with bank.client() as client:  # and the card stays blocked, even for the right PIN
+            assert _identify(client)["error"] == "TARJETA_BLOQUEADA"
+    finally:
+        bank.stop()
 
-        def guess(pin: str) -> None:
-            with bank.client(timeout=30) as client:
-                barrier.wait(10)
-                answers.append(_identify(client, pin=pin))
 
-        threads = [threading.Thread(target=guess, args=(PIN if i == 17 else f"{9000 + i}",)) for i in range(30)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        outcomes = Counter("ok" if a["ok"] else a["error"] for a in answers)
-        assert len(answers) == 30
-        assert outcomes["ok"] + outcomes["PIN_INCORRECTO"] <= 3, outcomes  # PINs actually checked
+def test_a_right_pin_among_simultaneous_guesses_wins_only_before_the_third_wrong_one(tmp_path: Path):
+    """The ATM1 attack: 29 wrong and 1 right at once were answered ok 11 times in 12. Now the right one
+    is accepted only if checked before three wrong ones; when it is, it resets the count (a customer
+    logged in), so at most two wrong ones before it and three after it are ever checked."""
+    bank = _bank_with_a_real_cost_hash(tmp_path, ("--max-pin-fallidos-cajero", "1000", "--max-por-direccion", "100"))
+    try:
+        outcomes = _simultaneous_log_ins(bank, [PIN if i == 17 else f"{9000 + i}" for i in range(30)])
         assert outcomes["ok"] + outcomes["PIN_INCORRECTO"] + outcomes["TARJETA_BLOQUEADA"] == 30, outcomes
+        if outcomes["ok"]:
+            assert outcomes["PIN_INCORRECTO"] <= 5, outcomes
+        else:
+            assert outcomes["PIN_INCORRECTO"] == 3, outcomes
     finally:
         bank.stop()
 
