@@ -55,11 +55,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-import portalocker
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
+from bank_server.file_lock import FileLock
 from bank_server.paths import alerts_log_path, ensure_locks_dir, log_locks_dir, private_lock_file
 
 try:
@@ -281,35 +280,7 @@ class _Table:
         return summaries
 
 
-class _FileMutex:
-    """An exclusive lock on a file, reopened in each process (a handle inherited by ``fork`` is shared)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: BinaryIO | None = None
-        self._pid = -1
-
-    def __enter__(self) -> None:
-        if self._pid != os.getpid():
-            self._handle = open(self.path, "a+b")  # lives as long as the table
-            self._pid = os.getpid()
-        assert self._handle is not None
-        if fcntl is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
-        else:
-            portalocker.lock(self._handle, portalocker.LOCK_EX)
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._handle is not None
-        if fcntl is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-        else:
-            portalocker.unlock(self._handle)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+_FileMutex = FileLock
 
 
 # -- the handler in front of the real ones -----------------------------------------------------------------------

@@ -33,9 +33,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
-
-import portalocker
 
 try:
     import fcntl
@@ -43,6 +40,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 from bank_server import faults, paths
+from bank_server.file_lock import FileLock
 from bank_server.group_commit import SyncBoard
 from bank_server.journal import (
     Journal,
@@ -92,37 +90,7 @@ def lock_path_for(ledger_path: Path) -> Path:
     return paths.ledger_lock_path(ledger_path)
 
 
-class LedgerLock:
-    """The cross-process lock. Each process opens its own handle (a handle inherited
-    through ``fork`` would share the lock with the parent instead of excluding it).
-
-    Every transaction takes it, so on POSIX it calls ``flock`` directly:
-    portalocker's flag checks cost 12 µs per lock and unlock against 1 µs
-    for the two system calls, and portalocker does exactly this ``flock``
-    underneath. Elsewhere (Windows: ``LockFileEx``) portalocker does the work.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: BinaryIO | None = None
-        self._pid = -1
-
-    def __enter__(self) -> None:
-        if self._pid != os.getpid():
-            self._handle = open(self.path, "a+b")
-            self._pid = os.getpid()
-        assert self._handle is not None
-        if fcntl is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
-        else:
-            portalocker.lock(self._handle, portalocker.LOCK_EX)
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._handle is not None
-        if fcntl is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-        else:
-            portalocker.unlock(self._handle)
+LedgerLock = FileLock  # the ledger's lock: ``cuenta.bloqueos/cuenta.lock``
 
 
 class Store:
